@@ -1,0 +1,9 @@
+"""minigemma: Google's Gemma, rebuilt from scratch one idea at a time, running the real weights."""
+
+from .config import PRESETS, GemmaConfig, get_config
+from .model import Gemma
+from .loading import load
+from .generate import generate
+
+__all__ = ["GemmaConfig", "PRESETS", "get_config", "Gemma", "load", "generate"]
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Model hyper-parameters: one dataclass, named presets (after google/gemma_pytorch).
+
+Gemma 1 numbers come from the Gemma technical report (Table 1, "Key model parameters");
+Gemma 3 270M numbers come from its GGUF metadata. Everything the architecture needs to
+know is a field here, so the modules never derive a size on their own (see `head_dim`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GemmaConfig:
+    name: str = "custom"
+    architecture: str = "gemma"  # "gemma" (Gemma 1 layout) or "gemma3" (extra norms, QK-norm, local layers)
+    vocab_size: int = 256_000
+    hidden_size: int = 2048
+    intermediate_size: int = 16_384  # width of each of the gate and up projections
+    num_layers: int = 18
+    num_heads: int = 8
+    num_kv_heads: int = 1  # 1: multi-query (2B); == num_heads: multi-head (7B); between: grouped-query
+    # Pitfall 8: head_dim is its own field. Gemma 7B has 16 heads of 256 = 4096 != hidden 3072.
+    head_dim: int = 256
+    max_position_embeddings: int = 8192
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10_000.0
+    # Pitfall 9: Gemma 1 scales scores by 1/sqrt(head_dim); Gemma 2/3 by 1/sqrt(query_pre_attn_scalar).
+    query_pre_attn_scalar: float | None = None
+    # Gemma 3 only: every `sliding_window_pattern`-th layer is global, the rest see a local window.
+    sliding_window: int | None = None
+    sliding_window_pattern: int = 1  # 1 means every layer is global (Gemma 1)
+    rope_local_theta: float = 10_000.0
+    # Gemma 3: RMSNorm on q and k per head, and norms after attention and after the MLP.
+    qk_norm: bool = False
+    post_norms: bool = False
+    bos_id: int = 2
+    eos_id: int = 1
+    pad_id: int = 0
+
+    @property
+    def attn_scale(self) -> float:
+        scalar = self.query_pre_attn_scalar if self.query_pre_attn_scalar is not None else self.head_dim
+        return scalar ** -0.5
+
+    def is_local_layer(self, layer: int) -> bool:
+        """Gemma 3 interleaves 5 local (sliding-window) layers with 1 global one: layers 5, 11, 17 are global."""
+        if self.sliding_window is None or self.sliding_window_pattern <= 1:
+            return False
+        return (layer + 1) % self.sliding_window_pattern != 0
+
+    def replace(self, **changes) -> "GemmaConfig":
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads != 0:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
+                "each key/value head is shared by a whole group of query heads"
+            )
+        if self.architecture not in ("gemma", "gemma3"):
+            raise ValueError(f"architecture must be 'gemma' or 'gemma3', got {self.architecture!r}")
+
+
+PRESETS: dict[str, GemmaConfig] = {
+    # Gemma report, Table 1: 2B uses multi-query attention (one key/value head).
+    "gemma-2b": GemmaConfig(name="gemma-2b"),
+    # 7B uses ordinary multi-head attention, 16 heads of 256 each.
+    "gemma-7b": GemmaConfig(
+        name="gemma-7b", hidden_size=3072, intermediate_size=24_576, num_layers=28,
+        num_heads=16, num_kv_heads=16,
+    ),
+    # Gemma 3 270M, values read from the embedded GGUF.
+    "gemma3-270m": GemmaConfig(
+        name="gemma3-270m", architecture="gemma3", vocab_size=262_144, hidden_size=640,
+        intermediate_size=2048, num_layers=18, num_heads=4, num_kv_heads=1, head_dim=256,
+        max_position_embeddings=32_768, rope_theta=1_000_000.0, rope_local_theta=10_000.0,
+        query_pre_attn_scalar=256, sliding_window=512, sliding_window_pattern=6,
+        qk_norm=True, post_norms=True,
+    ),
+    # Tiny configurations for tests: same code paths, a few thousand parameters.
+    "tiny-gemma": GemmaConfig(
+        name="tiny-gemma", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2,
+        num_heads=4, num_kv_heads=1, head_dim=16, max_position_embeddings=128,
+    ),
+    "tiny-gemma-mha": GemmaConfig(
+        name="tiny-gemma-mha", vocab_size=512, hidden_size=48, intermediate_size=96, num_layers=2,
+        num_heads=4, num_kv_heads=4, head_dim=16, max_position_embeddings=128,
+    ),
+    "tiny-gemma3": GemmaConfig(
+        name="tiny-gemma3", architecture="gemma3", vocab_size=512, hidden_size=64,
+        intermediate_size=128, num_layers=6, num_heads=4, num_kv_heads=2, head_dim=16,
+        max_position_embeddings=256, rope_theta=1_000_000.0, rope_local_theta=10_000.0,
+        query_pre_attn_scalar=16, sliding_window=8, sliding_window_pattern=3,
+        qk_norm=True, post_norms=True,
+    ),
+}
+
+
+def get_config(name: str) -> GemmaConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
+        ) from None

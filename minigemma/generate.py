@@ -1,0 +1,104 @@
+"""Text in, text out: tokenize, prefill the KV cache with the prompt, then decode token by token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from .model import Gemma
+from .sampling import check_sampling, sample_next
+from .tokenizer import Tokenizer
+
+
+def stop_ids(tok: Tokenizer) -> set[int]:
+    """Generation ends at end-of-sequence, and for chat models at the end of the model's turn."""
+    ids = {tok.eos_id}
+    try:
+        ids.add(tok.end_of_turn_id)
+    except (KeyError, ValueError):
+        pass
+    return ids
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: Gemma,
+    prompt_ids: list[int],
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: set[int] = frozenset(),
+) -> Iterator[int]:
+    """Yield new token ids one at a time, continuing `prompt_ids` (which should start with BOS)."""
+    check_sampling(temperature, top_k, top_p)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    context = model.config.max_position_embeddings
+    if len(prompt_ids) > context:
+        raise ValueError(f"the prompt is {len(prompt_ids)} tokens, longer than the model's context of "
+                         f"{context} tokens; shorten the prompt")
+    if len(prompt_ids) + max_new_tokens > context:
+        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"model's context of {context} tokens; lower max_new_tokens to at most "
+                         f"{context - len(prompt_ids)}")
+    if max_new_tokens == 0 or not prompt_ids:
+        return
+    device = model.embed.weight.device
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    cache = model.new_cache(batch=1, max_len=len(prompt_ids) + max_new_tokens)
+    # Prefill: the whole prompt in one forward pass fills the cache for every layer.
+    logits = model(torch.tensor([prompt_ids], device=device), cache=cache, last_only=True)
+    for step in range(max_new_tokens):
+        next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (1,)
+        token = int(next_id)
+        yield token
+        if token in stop or step == max_new_tokens - 1:
+            return
+        # Decode: one token in, reusing every earlier key and value from the cache.
+        logits = model(next_id[:, None], cache=cache, last_only=True)
+
+
+def generate(
+    model: Gemma,
+    tok: Tokenizer,
+    prompt: str,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stream: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> str:
+    """Continue `prompt` and return only the new text.
+
+    Pitfall 5: BOS is always prepended; Gemma never saw text without it, and without it
+    gemma-7b's perplexity explodes. `stream(text_piece)` is called as text becomes final.
+    """
+    prompt_ids = tok.encode(prompt, add_bos=True)
+    new_ids: list[int] = []
+    shown = ""
+    stop = stop_ids(tok)
+    bar = tqdm(total=max_new_tokens, desc="generating", unit="tok", disable=not progress, leave=False)
+    for token in generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
+        bar.update()
+        if token in stop:
+            break
+        new_ids.append(token)
+        text = tok.decode(new_ids)
+        # A character split over several byte-fallback tokens decodes to U+FFFD until its last
+        # byte arrives: hold it back rather than stream a replacement character.
+        if stream is not None and not text.endswith("\ufffd") and len(text) > len(shown):
+            stream(text[len(shown):])
+            shown = text
+    bar.close()
+    text = tok.decode(new_ids)
+    if stream is not None and len(text) > len(shown):
+        stream(text[len(shown):])
+    return text

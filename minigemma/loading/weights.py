@@ -1,0 +1,79 @@
+"""Put tensors from any checkpoint into a model built without memory, checking each one.
+
+The model is first built on PyTorch's "meta" device: every parameter has a shape but no
+storage. Tensors are then copied in one at a time, straight to the target device and dtype,
+so a checkpoint is never held twice in memory (once as read, once in the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import GemmaConfig
+from ..model import Gemma
+
+
+def check_dtype(dtype: torch.dtype) -> None:
+    # Pitfall 7: Gemma's activations exceed float16's range (max 65504): embeddings are scaled
+    # up by sqrt(hidden) and the residual stream grows layer after layer, so fp16 gives inf/NaN.
+    if dtype == torch.float16:
+        raise ValueError("float16 overflows in Gemma's activations; use dtype=torch.bfloat16 or torch.float32")
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"unsupported dtype {dtype}; use torch.float32 or torch.bfloat16")
+
+
+def empty_model(config: GemmaConfig) -> Gemma:
+    with torch.device("meta"):
+        return Gemma(config)
+
+
+def fill_model(
+    model: Gemma,
+    tensors: Mapping[str, Callable[[], torch.Tensor]],
+    *,
+    source_names: Mapping[str, str] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    what: str = "checkpoint",
+    progress: bool = True,
+) -> Gemma:
+    """Load `tensors` ({our name: function returning the tensor}) into `model`, validated.
+
+    `source_names` maps our names to the names in the file, so errors speak the file's language.
+    """
+    check_dtype(dtype)
+    expected = dict(model.named_parameters())
+    source_names = source_names or {}
+    label = lambda n: f"{source_names[n]!r} (minigemma {n!r})" if n in source_names else repr(n)  # noqa: E731
+    preset = model.config.name
+
+    missing = [n for n in expected if n not in tensors]
+    if missing:
+        shown = ", ".join(label(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(
+            f"{what} is missing {len(missing)} tensor(s) that {preset} needs: {shown}. "
+            "Likely cause: a truncated or partial download (re-download it), or the wrong preset "
+            "for this checkpoint."
+        )
+    unexpected = [n for n in tensors if n not in expected]
+    if unexpected:
+        raise ValueError(
+            f"{what} has tensor(s) that {preset} does not use: {', '.join(label(n) for n in unexpected[:5])}. "
+            "Likely cause: a checkpoint of another architecture or size than the preset."
+        )
+
+    for name in tqdm(list(expected), desc=f"loading {preset}", disable=not progress, leave=False):
+        tensor = tensors[name]()
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise ValueError(
+                f"tensor {label(name)} in {what} has shape {tuple(tensor.shape)} but {preset} expects {want}. "
+                "Likely cause: the wrong preset for this checkpoint, or a corrupt file."
+            )
+        param = torch.nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False)
+        module_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(module_name), attr, param)
+    return model.eval()

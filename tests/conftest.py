@@ -1,0 +1,40 @@
+"""Shared fixtures: the embedded real model (loaded once per session) and a tiny tokenizer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # lets tests import reference.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A 512-piece vocabulary (the tiny configs' size) trained by sentencepiece with Gemma's settings."""
+    import sentencepiece as spm
+
+    from minigemma.tokenizer import load_tokenizer
+
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "minigemma").rglob("*.py")))
+    directory = tmp_path_factory.mktemp("tiny_tok")
+    (directory / "corpus.txt").write_text(text)
+    spm.SentencePieceTrainer.train(
+        input=str(directory / "corpus.txt"), model_prefix=str(directory / "tiny"), vocab_size=512,
+        model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=False,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        minloglevel=2,
+    )
+    return load_tokenizer(directory / "tiny.model")
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m():
+    """(model, tokenizer) of the embedded real model, fp32 on CPU."""
+    import minigemma
+
+    return minigemma.load("gemma3-270m", progress=False)
