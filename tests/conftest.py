@@ -38,3 +38,20 @@ def gemma3_270m():
     import minigemma
 
     return minigemma.load("gemma3-270m", progress=False)
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf():
+    from minigemma.loading import embedded_gguf_path
+
+    return embedded_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def hf_270m(embedded_gguf):
+    """transformers' own reading of the same GGUF (its GGUF loader, its dequantization), fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(embedded_gguf.parent), gguf_file=embedded_gguf.name, dtype=torch.float32).eval()

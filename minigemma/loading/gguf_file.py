@@ -69,7 +69,8 @@ def config_from_gguf(reader, path: str | Path = "") -> GemmaConfig:
         num_kv_heads=k("attention.head_count_kv", heads),
         head_dim=head_dim,
         max_position_embeddings=k("context_length"),
-        rms_norm_eps=float(np.float32(k("attention.layer_norm_rms_epsilon"))),
+        # Stored as float32 (9.99999997e-07); round so the 270M matches its preset exactly.
+        rms_norm_eps=float(f"{k('attention.layer_norm_rms_epsilon'):.6g}"),
         rope_theta=float(k("rope.freq_base", 10_000.0)),
     )
     if arch == "gemma3":
@@ -115,7 +116,7 @@ def dequantize(name: str, tensor) -> torch.Tensor:
 
     array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     # GGUF lists dimensions fastest-first ([in, out]); numpy's shape is already (out, in).
-    out = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    out = torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: F32 tensors come back as read-only memory maps
     if is_norm(name):
         # llama.cpp's converter stores every Gemma norm gain as the full multiplier (1 + w);
         # our RMSNorm adds the 1 itself (see norm.py), so take it back out.
