@@ -55,3 +55,4 @@ def hf_270m(embedded_gguf):
 
     return AutoModelForCausalLM.from_pretrained(
         str(embedded_gguf.parent), gguf_file=embedded_gguf.name, dtype=torch.float32).eval()
+
