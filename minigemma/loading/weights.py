@@ -7,13 +7,20 @@ so a checkpoint is never held twice in memory (once as read, once in the model).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
-from ..config import GemmaConfig
+from ..config import PRESETS, GemmaConfig
 from ..model import Gemma
+
+log = logging.getLogger("minigemma")
+
+# Gemma 1's vocabulary has 256000 pieces; checkpoints exported from Flax pad the embedding to
+# 256128 rows (a multiple of 128, for TPU tiling). The extra rows are never produced by the tokenizer.
+GEMMA_VOCAB, FLAX_PADDED_VOCAB = 256_000, 256_128
 
 
 def check_dtype(dtype: torch.dtype) -> None:
@@ -23,6 +30,16 @@ def check_dtype(dtype: torch.dtype) -> None:
         raise ValueError("float16 overflows in Gemma's activations; use dtype=torch.bfloat16 or torch.float32")
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"unsupported dtype {dtype}; use torch.float32 or torch.bfloat16")
+
+
+def match_preset(config: GemmaConfig, source: str = "checkpoint") -> GemmaConfig:
+    """The named preset equal to `config` (all fields but the name), else `config` itself; logs which."""
+    for name, preset in PRESETS.items():
+        if preset.replace(name=config.name) == config:
+            log.info("%s matches preset %s", source, name)
+            return preset
+    log.info("%s matches no preset; using its own hyper-parameters (%s)", source, config)
+    return config
 
 
 def empty_model(config: GemmaConfig) -> Gemma:
@@ -73,7 +90,13 @@ def fill_model(
                 f"tensor {label(name)} in {what} has shape {tuple(tensor.shape)} but {preset} expects {want}. "
                 "Likely cause: the wrong preset for this checkpoint, or a corrupt file."
             )
-        param = torch.nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False)
+        # Float weights take the requested dtype; integer ones (int8 kept by keep_int8) keep theirs.
+        target = expected[name].dtype if not expected[name].dtype.is_floating_point else dtype
+        if target.is_floating_point != tensor.dtype.is_floating_point:
+            raise ValueError(f"tensor {label(name)} in {what} is {tensor.dtype} but {preset} expects {target} here")
+        # On CPU in the file's own dtype `.to` copies nothing: the parameter keeps pointing into
+        # the memory-mapped file (a private, copy-on-write mapping), whose pages are read lazily.
+        param = torch.nn.Parameter(tensor.to(device=device, dtype=target), requires_grad=False)
         module_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(module_name), attr, param)
     return model.eval()
