@@ -45,7 +45,6 @@ def converted_gguf_dir(path: str | Path, progress: bool = True) -> Path:
     target = cache_root() / f"{path.stem}-{fingerprint(path)}"
     if (target / "model.safetensors").is_file():
         return target
-    from ..tokenizer import modelproto_from_gguf_vocab
     from .gguf_file import dequantize, read_gguf
 
     contents = read_gguf(path)
@@ -63,7 +62,7 @@ def converted_gguf_dir(path: str | Path, progress: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         save_file(weights, tmp / "model.safetensors")
-        (tmp / "tokenizer.model").write_bytes(modelproto_from_gguf_vocab(**contents.vocab))
+        (tmp / "tokenizer.model").write_bytes(contents.tokenizer_model)
         (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(contents.config), indent=2))
         (tmp / "source.txt").write_text(str(path.resolve()) + "\n")
         try:

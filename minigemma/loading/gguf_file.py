@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import PRESETS, GemmaConfig
+from ..tokenizer import tokenizer_model_from_gguf_fields
 from .names import gguf_names, is_norm
 
 SUPPORTED_ARCHS = ("gemma", "gemma3")
@@ -24,7 +25,7 @@ class GGUFContents:
     config: GemmaConfig
     tensors: dict[str, object]   # our name -> gguf ReaderTensor (still quantized, memory-mapped)
     source_names: dict[str, str]  # our name -> GGUF tensor name
-    vocab: dict[str, object]      # tokens, scores, token_types and the special ids
+    tokenizer_model: bytes        # the vocabulary as a SentencePiece ModelProto
 
 
 def open_gguf(path: str | Path):
@@ -98,16 +99,10 @@ def read_gguf(path: str | Path) -> GGUFContents:
     for theirs in by_name:
         if theirs not in names.values():
             tensors[theirs] = by_name[theirs]
-    vocab = dict(
-        tokens=_field(reader, "tokenizer.ggml.tokens"),
-        scores=[float(x) for x in _field(reader, "tokenizer.ggml.scores")],
-        token_types=[int(x) for x in _field(reader, "tokenizer.ggml.token_type")],
-        bos_id=int(_field(reader, "tokenizer.ggml.bos_token_id", 2)),
-        eos_id=int(_field(reader, "tokenizer.ggml.eos_token_id", 1)),
-        unk_id=int(_field(reader, "tokenizer.ggml.unknown_token_id", 3)),
-        pad_id=int(_field(reader, "tokenizer.ggml.padding_token_id", 0)),
-    )
-    return GGUFContents(config, tensors, names, vocab)
+    # The tokenizer travels as metadata; turn it into a SentencePiece model file now, while the
+    # (slow to parse) metadata is open anyway.
+    tokenizer_model = tokenizer_model_from_gguf_fields(reader.fields, str(path))
+    return GGUFContents(config, tensors, names, tokenizer_model)
 
 
 def dequantize(name: str, tensor) -> torch.Tensor:
