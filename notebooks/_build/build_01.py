@@ -386,5 +386,5 @@ nb.metadata = {
     "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
     "language_info": {"name": "python"},
 }
-nbformat.write(nb, "/work/main/notebooks/01_tokenizer.ipynb")
+nbformat.write(nb, str(Path(__file__).resolve().parents[1] / "01_tokenizer.ipynb"))
 print("wrote", len(cells), "cells")
