@@ -1,0 +1,40 @@
+"""minigemma beside transformers on the embedded Gemma 3 270M, same machine, same run.
+
+    python benchmarks/compare_transformers.py              # transformers reads the GGUF itself (~1 min)
+    python benchmarks/compare_transformers.py --hf-load ours --repeats 5
+
+Prints one table: load time, prefill tokens/s (512-token prompt, last-position logits), greedy
+decode tokens/s (128 tokens, batch 1) and peak memory, for minigemma's readable and fast paths
+and transformers' eager `generate` in float32 and bfloat16. Each row runs in its own process;
+benchmarks/speed.py does the measuring (see its docstring for the definitions) and has more
+variants and columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import speed  # noqa: E402
+
+VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-fp32-int8emb", "fast-int4", "hf-fp32", "hf-bf16"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hf-load", choices=["gguf", "ours"], default="gguf",
+                   help="gguf: transformers' own GGUF loader (its real load time); ours: from a copy of our "
+                        "weights saved in its layout (faster to run)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    forwarded = ["--variants", ",".join(VARIANTS), "--hf-load", args.hf_load, "--repeats", str(args.repeats),
+                 "--threads", str(args.threads), "--table", "short", "--baseline", "hf-fp32"]
+    return speed.main(forwarded)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""A fast path for the same model: same weights, same math, fewer and cheaper steps per token.
+
+The readable model (model.py) is written to be read and hooked: one module per idea, a
+HookPoint at every interesting tensor, RoPE angles and masks computed where they are used.
+Decoding one token at batch 1 makes that style expensive in two ways this module removes:
+
+  1. Bytes. Each new token reads every weight once, with two flops per weight read, so a
+     token costs (weight bytes / memory bandwidth) no matter how clever the arithmetic is
+     (notebook 13 measures the bandwidth). `precision` stores the weights in bf16, int8 or int4
+     (see quantize.py): 2x, ~4x, ~7x fewer bytes than float32. The tied 262k x 640 output
+     projection is 63% of the 270M's weights: `embedding` chooses its precision separately.
+  2. Overhead. 18 layers x ~60 small PyTorch calls (hook points, per-layer RoPE tables and masks,
+     three separate q/k/v matmuls) cost ~5 us each in Python dispatch. Here each layer does
+     one fused q|k|v matmul and one fused gate|up matmul, RoPE angles are computed once per step
+     for all layers, the attention scale is folded into the query norm, and a decoding step
+     needs no mask at all: a sliding window is a slice of the cache.
+
+`prepare_for_decode(model)` returns a `FastGemma`, which has the readable model's interface
+(`fast(ids, cache=..., last_only=True)`, `new_cache`, `config`, `embed`), so
+`minigemma.generate(fast, tok, ...)` works unchanged. tests/test_fast.py checks it against
+model.py: same logits (float32) and same greedy tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import KVCache, attention_mask
+from .config import GemmaConfig
+from .mlp import gelu_tanh
+from .quantize import QuantizedEmbedding, QuantizedLinear, kernel_works, quantize_weight
+from .rope import apply_rope, rope_cos_sin
+
+PRECISIONS = ("fp32", "bf16", "int8", "int4")
+
+
+def kernel_input_dtype(bits: int, device: torch.device) -> torch.dtype:
+    """The dtype activations are cast to before an int8/int4 matmul.
+
+    PyTorch's int8/int4 kernels are vectorized for bf16 inputs on CPUs without AVX-512 (float32
+    inputs take a scalar loop, ~10x slower); its CUDA int8 kernel takes only float32. So: bf16
+    where the kernel accepts it, else float32 (the fallback then dequantizes, quantize.py).
+    """
+    kind = f"int{bits}"
+    return torch.bfloat16 if kernel_works(kind, device, torch.bfloat16) else torch.float32
+
+
+_ONEDNN_OK: dict[str, bool] = {}
+
+
+def onednn_linear_works(device: torch.device) -> bool:
+    """Is oneDNN's matmul (`torch.ops.mkldnn._linear_pointwise`, what inductor calls on CPU) here and right?
+
+    For one row times a wide float32 matrix, PyTorch's F.linear goes to MKL's matrix-vector
+    product, which runs on one core: the 262k x 640 output projection took 72-84 ms with 1 or 2
+    threads, oneDNN's 40-47 ms with 2 (benchmarks/RESULTS.md). A private operator, so checked once.
+    """
+    if device.type != "cpu":
+        return False
+    if "cpu" not in _ONEDNN_OK:
+        w, x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)), torch.ones(2, 32)
+        try:
+            got = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+            _ONEDNN_OK["cpu"] = torch.allclose(got, F.linear(x, w), atol=1e-4, rtol=1e-4)
+        except (RuntimeError, AttributeError, NotImplementedError):
+            _ONEDNN_OK["cpu"] = False
+    return _ONEDNN_OK["cpu"]
+
+
+class DenseLinear(nn.Module):
+    """A float weight (out, in) in any dtype; inputs must come in that dtype."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.input_dtype = weight.dtype
+        # Wide float32 matrices on CPU go through oneDNN, which uses every core (see above).
+        self.onednn = weight.dtype == torch.float32 and weight.shape[0] >= 4096 and onednn_linear_works(weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        # F.linear keeps the (out, in) layout the BLAS streams fastest; x @ W.T with a bf16
+        # weight was measured 100x slower on this CPU (DESIGN.md, performance notes).
+        return F.linear(x, self.weight)
+
+
+FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _fused_linear(layers: list[nn.Module], precision: str | None, group_size: int) -> nn.Module:
+    """One linear layer computing all of `layers`' outputs (they read the same input).
+
+    precision None keeps the layers as they are (float or quantized, as in the model).
+    """
+    if precision is None and all(isinstance(l, QuantizedLinear) for l in layers):
+        fused = type(layers[0]).cat(layers)  # a new module: the model's own stay untouched
+        fused.input_dtype = kernel_input_dtype(fused.bits, fused.weight.device)
+        return fused
+    weights = [l.dequantized() if isinstance(l, QuantizedLinear) else l.weight for l in layers]
+    w = torch.cat(weights) if len(weights) > 1 else weights[0]
+    if precision is None:
+        precision = "bf16" if w.dtype == torch.bfloat16 else "fp32"
+    if precision in FLOAT_DTYPES:
+        # A single layer already in this dtype is shared with the model, not copied.
+        return DenseLinear(w.to(FLOAT_DTYPES[precision]).contiguous())
+    fused = quantize_weight(w, 8 if precision == "int8" else 4, group_size)
+    fused.input_dtype = kernel_input_dtype(fused.bits, fused.weight.device)
+    return fused
+
+
+def describe(layer: nn.Module) -> str:
+    if isinstance(layer, QuantizedLinear):
+        return f"int{layer.bits}"
+    return {torch.float32: "fp32", torch.bfloat16: "bf16"}[layer.weight.dtype]
+
+
+class FastBlock(nn.Module):
+    """One decoder layer's weights, rearranged for speed: fused matmuls, norm gains as (1 + w)."""
+
+    def __init__(self, block: nn.Module, config: GemmaConfig, precision: str | None, group_size: int):
+        super().__init__()
+        attn = block.attn
+        self.window, self.theta = attn.window, attn.rope_theta
+        self.qkv = _fused_linear([attn.q_proj, attn.k_proj, attn.v_proj], precision, group_size)
+        self.o = _fused_linear([attn.o_proj], precision, group_size)
+        self.gate_up = _fused_linear([block.mlp.gate_proj, block.mlp.up_proj], precision, group_size)
+        self.down = _fused_linear([block.mlp.down_proj], precision, group_size)
+        for name in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm"):
+            norm = getattr(block, name)  # post norms are None in Gemma 1
+            self.register_buffer(name, None if norm is None else 1.0 + norm.weight.float())
+        # Fold the attention scale into the query: (q * c) . k == (q . k) * c. One query-norm
+        # gain per head and one key-norm gain per kv head, stacked, so one multiply does both.
+        h, kv, d = config.num_heads, config.num_kv_heads, config.head_dim
+        ones = torch.ones(d, device=self.attn_norm.device)
+        q_gain = 1.0 + attn.q_norm.weight.float() if attn.q_norm is not None else ones
+        k_gain = 1.0 + attn.k_norm.weight.float() if attn.k_norm is not None else ones
+        self.register_buffer("qk_gain", torch.cat([(q_gain * attn.scale).expand(h, d), k_gain.expand(kv, d)]))
+        self.qk_norm = attn.q_norm is not None
+
+
+def rms_norm(x: torch.Tensor, gain: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMSNorm in float32 (pitfall 2) with a precomputed (1 + w) gain, in one fused kernel."""
+    return F.rms_norm(x.float(), (x.shape[-1],), gain, eps).to(x.dtype)
+
+
+class FastGemma(nn.Module):
+    """The decoder of model.py, rearranged for inference speed; build it with `prepare_for_decode`."""
+
+    def __init__(self, model: nn.Module, precision: str | None = None, embedding: str | None = None,
+                 group_size: int = 64):
+        super().__init__()
+        config = self.config = model.config
+        # Activations keep the readable model's float dtype (float32 on CPU, bf16 on a bf16 GPU
+        # model); only the weights change precision.
+        self.dtype = model.ln_final.weight.dtype
+        self.eps = config.rms_norm_eps
+        # Pitfall 3: sqrt(hidden) rounded to the activation dtype, as the reference does.
+        self.normalizer = torch.tensor(config.hidden_size ** 0.5, dtype=self.dtype).item()
+        self.blocks = nn.ModuleList(FastBlock(b, config, precision, group_size) for b in model.blocks)
+        self.register_buffer("final_gain", 1.0 + model.ln_final.weight.float())
+        # The tied embedding: one copy of the matrix serves the lookup and the output projection.
+        source = model.embed.linear if isinstance(model.embed, QuantizedEmbedding) else model.embed
+        self.unembed = _fused_linear([source], embedding or precision, group_size)
+        if isinstance(self.unembed, DenseLinear):
+            self.embed = nn.Embedding.from_pretrained(self.unembed.weight, freeze=True)  # the same tensor
+        else:
+            self.embed = QuantizedEmbedding(self.unembed, self.dtype)
+        layers, head = describe(self.blocks[0].qkv), describe(self.unembed)
+        self.precision = layers if layers == head else f"{layers} layers, {head} embedding"
+        self._thetas = sorted({b.theta for b in self.blocks})
+        self._decoder = self._decode  # replaced by a compiled version in compile()
+
+    def linear(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) -> (..., out) through `layer`, in the input dtype its kernel wants, back to x's."""
+        return layer(x.to(layer.input_dtype)).to(x.dtype)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.config, batch, max_len, device=self.final_gain.device, dtype=self.dtype)
+
+    def compile(self) -> "FastGemma":
+        """Let torch.compile (inductor) fuse the small elementwise kernels between the matmuls.
+
+        It removes most of the remaining per-step Python overhead, at the price of a minute or
+        two of compilation on first use (and one more for the first prompt of a new length class).
+        """
+        # One eager step first: it makes the int8/int4 layers build their kernel layouts, Python
+        # bookkeeping that would otherwise land inside the compiled graph.
+        self._decode(torch.zeros(1, 1, dtype=torch.long, device=self.final_gain.device), None, 0, True)
+        self._decoder = torch.compile(self._decode, dynamic=True)
+        return self
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (batch, seq, vocab), or (batch, 1, vocab) with last_only: as Gemma.forward."""
+        start = cache.length if cache is not None else 0
+        if start + input_ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {start + input_ids.shape[1]} tokens is longer than the model's "
+                             f"context of {self.config.max_position_embeddings}; shorten the prompt or max_new_tokens")
+        logits = self._decoder(input_ids, cache, start, last_only)
+        if cache is not None:
+            cache.length = start + input_ids.shape[1]
+        return logits
+
+    def _decode(self, input_ids: torch.Tensor, cache: KVCache | None, start: int, last_only: bool) -> torch.Tensor:
+        cfg = self.config
+        batch, seq = input_ids.shape
+        end = start + seq
+        positions = torch.arange(start, end, device=input_ids.device)
+        # Once per step instead of once per layer: the angles depend only on position and base.
+        rope = {}
+        for theta in self._thetas:
+            cos, sin = rope_cos_sin(positions, cfg.head_dim, theta)
+            rope[theta] = (cos[:, None, :], sin[:, None, :])  # (seq, 1, head_dim): broadcast over heads
+        # One token looking back needs no mask: the cache holds only the past. With more tokens,
+        # build the causal mask (and the windowed one) once for every layer.
+        masks = {}
+        if seq > 1:
+            k_pos = torch.arange(end, device=input_ids.device)
+            for window in {b.window for b in self.blocks}:
+                masks[window] = attention_mask(positions, k_pos, window)
+
+        x = self.embed(input_ids).to(self.dtype) * self.normalizer  # (batch, seq, hidden)
+        h, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        for i, b in enumerate(self.blocks):
+            a = rms_norm(x, b.attn_norm, self.eps)
+            qkv = self.linear(b.qkv, a)  # (batch, seq, (h + 2 kv) * d)
+            qk = qkv[..., : (h + kv) * d].view(batch, seq, h + kv, d)
+            v = qkv[..., (h + kv) * d:].view(batch, seq, kv, d)
+            if b.qk_norm:
+                qk = F.rms_norm(qk.float(), (d,), None, self.eps).to(qk.dtype)
+            qk = qk * b.qk_gain  # query/key norm gains, attention scale folded into the query's
+            qk = apply_rope(qk, *rope[b.theta])
+            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)  # (batch, heads, seq, d)
+            v = v.transpose(1, 2)
+            if cache is not None:
+                k, v = cache.update(i, start, k, v)  # (batch, kv, end, d)
+            if seq == 1:
+                if b.window is not None and end > b.window:  # a local layer forgets older keys
+                    k, v = k[:, :, end - b.window:], v[:, :, end - b.window:]
+                z = _decode_attention(q, k, v)
+            else:
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[b.window], scale=1.0,
+                                                   enable_gqa=kv != h)
+            z = z.transpose(1, 2).reshape(batch, seq, h * d)
+            o = self.linear(b.o, z)
+            x = x + (rms_norm(o, b.post_attn_norm, self.eps) if b.post_attn_norm is not None else o)
+            gate, up = self.linear(b.gate_up, rms_norm(x, b.mlp_norm, self.eps)).chunk(2, dim=-1)
+            m = self.linear(b.down, gelu_tanh(gate) * up)
+            x = x + (rms_norm(m, b.post_mlp_norm, self.eps) if b.post_mlp_norm is not None else m)
+        if last_only:
+            x = x[:, -1:]
+        return self.linear(self.unembed, rms_norm(x, self.final_gain, self.eps))  # (batch, seq, vocab)
+
+
+def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of one new query per head over the cached keys, grouped-query, no mask.
+
+    q (batch, heads, 1, d); k, v (batch, kv, n, d) -> (batch, heads, 1, d). Each kv head serves
+    its group of query heads: put the group in the "query" dimension and it is a plain matmul,
+    with no copy of k or v per head.
+    """
+    batch, heads, _, d = q.shape
+    kv = k.shape[1]
+    qg = q.reshape(batch, kv, heads // kv, d)  # (batch, kv, group, d)
+    scores = (qg @ k.transpose(-1, -2)).float()  # (batch, kv, group, n); the scale is already in q
+    z = scores.softmax(dim=-1).to(v.dtype) @ v  # (batch, kv, group, d)
+    return z.reshape(batch, heads, 1, d)
+
+
+@torch.no_grad()
+def prepare_for_decode(model: nn.Module, precision: str | None = None, *, embedding: str | None = None,
+                       group_size: int = 64, compile: bool = False) -> FastGemma:
+    """A FastGemma built from `model`, whose own weights are not changed (unfused ones are shared).
+
+    precision: the linear layers' weights, "fp32", "bf16", "int8" or "int4"; None keeps the
+    model's own (its float dtype, or what quantize.quantize made of it).
+    embedding: the same choice for the tied embedding / output projection (default: as precision).
+    On a 2-core AVX2 CPU (benchmarks/RESULTS.md), "int8" decodes ~2.5x faster than the readable
+    fp32 model at +0.5% perplexity; "int4" is faster still but costs ~35% perplexity on the 270M
+    (notebook 13); `compile=True` adds another ~1.2-1.4x.
+    group_size: inputs per int4 scale (32, 64, 128 or 256); smaller is more accurate and bigger.
+    compile: also run FastGemma.compile() (torch.compile; slow first call, see there).
+    """
+    for name, value in (("precision", precision), ("embedding", embedding)):
+        if value not in (None, *PRECISIONS):
+            raise ValueError(f"{name} must be one of {PRECISIONS} (or None to keep the model's own), got {value!r}")
+    if any(isinstance(m, QuantizedLinear) for m in model.modules()) and (precision or embedding):
+        raise ValueError("this model is already quantized (minigemma.quantize); call prepare_for_decode "
+                         "with precision=None and embedding=None to keep its weights, or start from a float model")
+    fast = FastGemma(model, precision, embedding, group_size).eval()
+    return fast.compile() if compile else fast

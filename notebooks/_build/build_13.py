@@ -1,0 +1,413 @@
+"""Write notebook 13 (quantization and speed) from the cells below, then execute it with nbconvert.
+
+    .venv/bin/python notebooks/_build/build_13.py
+    .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/13_quantization_and_speed.ipynb
+
+Timing cells carry `# NBVAL_IGNORE_OUTPUT`; quality numbers (perplexity, agreement, greedy text)
+are deterministic on a given machine and compared by nbval.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent.parent  # notebooks/
+
+
+def md(text: str):
+    return new_markdown_cell(textwrap.dedent(text).strip())
+
+
+def code(text: str, tags: list[str] | None = None):
+    cell = new_code_cell(textwrap.dedent(text).strip())
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+CELLS = [
+    md(r"""
+    # 13 · Quantization and speed: a smaller, faster Gemma on a laptop
+
+    **What you will learn**
+    - how much memory Gemma 2B and 7B need at 16, 8 and 4 bits, computed exactly without allocating any;
+    - why generating one token at a time is limited by *memory bandwidth*, not arithmetic, and how to
+      turn a bandwidth measurement into a speed limit in tokens per second;
+    - int4 quantization in groups, written by hand and checked against `minigemma.quantize`;
+    - what int8 and int4 cost in quality on the real 270M: perplexity on a text and agreement of the
+      next-token predictions with float32;
+    - what the fast decoding path (`minigemma.fast`) changes, why each change matters, and how close it
+      gets to the bandwidth limit.
+
+    **Builds on** `04_attention` (the KV cache), `06_the_model` (the model these functions rewrite)
+    and `08_real_weights` (memory arithmetic, int8 with one scale per row).
+
+    **Read along:** the Gemma 3 report, section 2.3 (quantization-aware training: per-channel int4,
+    per-block int4, switched fp8); Williams, Waterman & Patterson, "Roofline" (CACM 2009) for the
+    bandwidth argument; `benchmarks/RESULTS.md` for the full measurements, transformers included.
+    """),
+    code(r"""
+    import copy
+    import time
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    import minigemma
+    from minigemma.fast import prepare_for_decode
+    from minigemma.generate import generate_ids
+    from minigemma.loading.int8 import quantize_rows
+    from minigemma.loading.weights import empty_model
+    from minigemma.quantize import (agreement, dequantize_int4, quantize, quantize_int4, score_text,
+                                    unpack_int4, weight_bytes)
+
+    torch.manual_seed(0)
+    model, tok = minigemma.load("gemma3-270m", progress=False)  # the embedded real model, fp32 on CPU
+    print(model.config.name, f"{model.num_parameters():,} parameters")
+    """),
+    md(r"""
+    ## 1. Memory at 16, 8 and 4 bits
+
+    Notebook 08 counted Gemma's parameters on the meta device (shapes, no storage) and priced them in
+    float32, bfloat16 and int8. `minigemma.quantize.quantize` replaces every linear layer, and the tied
+    embedding, by a quantized one; it works on the meta device too, so the *same code* that will
+    shrink the real 270M below tells us, byte for byte, what 2B and 7B weigh:
+
+    - **int8**: one byte per weight plus one float32 scale per output row;
+    - **int4**: half a byte per weight plus, for every group of 64 weights of a row, a bf16 scale and
+      a bf16 zero point: 4 + 32/64 = 4.5 bits per weight.
+    """),
+    code(r"""
+    GB = 1e9
+    sizes = {}
+    for name in ["gemma3-270m", "gemma-2b", "gemma-7b"]:
+        config = minigemma.get_config(name)
+        sizes[name] = {
+            "bf16": empty_model(config).num_parameters() * 2,
+            "int8": weight_bytes(quantize(empty_model(config), bits=8)),
+            "int4": weight_bytes(quantize(empty_model(config), bits=4, group_size=64)),
+        }
+        n = empty_model(config).num_parameters()
+        print(f"{name:12s} " + "  ".join(f"{fmt} {b / GB:6.2f} GB ({8 * b / n:.2f} bits/weight)" for fmt, b in sizes[name].items()))
+    assert abs(8 * sizes["gemma-2b"]["int4"] / 2_506_172_416 - 4.5) < 0.01  # only norms stay in float
+    """),
+    code(r"""
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    names = ["gemma-2b", "gemma-7b"]
+    for i, fmt in enumerate(["bf16", "int8", "int4"]):
+        bars = ax.bar(np.arange(len(names)) + (i - 1) * 0.27, [sizes[n][fmt] / GB for n in names], width=0.27, label=fmt)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    for limit, label in [(8, "8 GB laptop"), (16, "16 GB GPU")]:
+        ax.axhline(limit, color="k", linestyle="--", linewidth=0.7)
+        ax.text(1.45, limit + 0.4, label, fontsize=7, ha="right")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("weights (GB)")
+    ax.set_title("Gemma weights at 16, 8 and 4 bits")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    """),
+    md(r"""
+    At 4 bits, 7B fits a 16 GB GPU with room for a long KV cache and 2B fits in 1.4 GB: a phone.
+
+    ## 2. Decoding is limited by memory bandwidth
+
+    To produce one token at batch 1, every weight matrix is read from memory once and each weight
+    is used for exactly one multiply-add with the current token's activations: 2 flops per weight.
+    In float32 that is 2 flops per 4 bytes read. A laptop CPU core does tens of GFLOP/s but the
+    memory system delivers a few tens of GB/s *shared by all cores*, so the processor mostly waits
+    for bytes (the "roofline" argument): the time per token is at least
+    **bytes of weights read / memory bandwidth**, whatever the code does with them.
+
+    Measure this machine's read bandwidth the simplest way: sum a big tensor, which reads every byte
+    once and does one addition per 4 bytes. (Timings vary from run to run and machine to machine;
+    the checks below do not depend on them.)
+    """),
+    code(r"""
+    # NBVAL_IGNORE_OUTPUT
+    def read_bandwidth(nbytes: int = 2**29, repeats: int = 5) -> float:
+        x = torch.ones(nbytes // 4)
+        x.sum()  # first touch: the pages get allocated
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            x.sum()
+            best = min(best, time.perf_counter() - t)
+        return nbytes / best / GB
+
+
+    bandwidth = read_bandwidth()
+    print(f"read bandwidth: {bandwidth:.1f} GB/s with {torch.get_num_threads()} threads")
+    """),
+    md(r"""
+    Bytes read per token: every linear layer, and the tied embedding *as the output projection*
+    (the input lookup reads a single row). For the 270M that matrix is 262,144 x 640, 63% of all
+    parameters, which is why quantizing the embedding matters as much as the layers.
+    """),
+    code(r"""
+    per_token = {"fp32": weight_bytes(model), "bf16": weight_bytes(model) // 2,
+                 "int8": sizes["gemma3-270m"]["int8"], "int4": sizes["gemma3-270m"]["int4"]}
+    for fmt, b in per_token.items():
+        print(f"{fmt}: {b / 1e6:7.1f} MB read per token")
+    embedding_share = model.embed.weight.numel() / model.num_parameters()
+    print(f"the embedding / output projection: {embedding_share:.0%} of the parameters")
+    assert per_token["fp32"] == 4 * model.num_parameters()
+    """),
+    code(r"""
+    # NBVAL_IGNORE_OUTPUT
+    bound = {fmt: bandwidth * GB / b for fmt, b in per_token.items()}
+    print("speed limit on this machine: " + ", ".join(f"{fmt} {tps:.0f} tok/s" for fmt, tps in bound.items()))
+    """),
+    md(r"""
+    ## 3. int4 in groups, by hand
+
+    Notebook 08 quantized a row to int8 with one scale: the row's largest |w| maps to 127. With only
+    16 levels one scale per row of 640 is too coarse, so int4 cuts each row into **groups** of
+    `group_size` consecutive weights, each with its own grid. The grid is *asymmetric*: the group's
+    minimum maps to level 0 and its maximum to level 15, so lopsided groups use all 16 levels.
+    We write it as PyTorch's int4 kernels expect it,
+
+    $$w \approx (q - 8)\,s + z, \qquad s = \frac{\max - \min}{15}, \quad z = \min + 8s,$$
+
+    with $q \in \{0..15\}$ and $z$ the value of the middle level. $s$ and $z$ are stored in bf16
+    and $q$ is rounded against those stored values. Two 4-bit values share a byte.
+    """),
+    code(r"""
+    w = model.blocks[0].mlp.gate_proj.weight.detach()  # (2048, 640)
+    group_size = 64
+
+    groups = w.reshape(w.shape[0], -1, group_size)  # (2048, 10, 64): 10 groups per row
+    low, high = groups.amin(-1), groups.amax(-1)
+    s = ((high - low) / 15).to(torch.bfloat16)
+    z = (low + 8 * s.float()).to(torch.bfloat16)
+    q = (torch.round((groups - z.float()[..., None]) / s.float()[..., None]) + 8).clamp(0, 15)
+    w_hat = ((q - 8) * s.float()[..., None] + z.float()[..., None]).reshape(w.shape)
+
+    packed, scale, zero = quantize_int4(w, group_size)  # the package's version
+    assert torch.equal(scale, s) and torch.equal(zero, z)
+    assert torch.equal(unpack_int4(packed).reshape(q.shape), q.to(torch.uint8))
+    torch.testing.assert_close(dequantize_int4(packed, scale, zero), w_hat, rtol=0, atol=0)
+    print(f"{w.numel() * 4:,} bytes fp32 -> {packed.numel() + 2 * scale.numel() + 2 * zero.numel():,} bytes int4")
+    """),
+    md(r"""
+    How big is the error, and how does it depend on the group size? Smaller groups follow the weights
+    more closely but pay 32 bits of scale and zero per group. Per-row int8 (notebook 08) for comparison:
+    """),
+    code(r"""
+    def relative_error(w_hat: torch.Tensor) -> float:
+        return ((w_hat - w).norm() / w.norm()).item()
+
+
+    q8, s8 = quantize_rows(w)
+    rows = [("int8, per row", 8 + 32 / w.shape[1], relative_error(q8.float() * s8[:, None]))]
+    for g in (32, 64, 128):  # the kernels also take 256, which does not divide 640
+        rows.append((f"int4, groups of {g}", 4 + 32 / g, relative_error(dequantize_int4(*quantize_int4(w, g)))))
+    for label, bits, err in rows:
+        print(f"{label:20s} {bits:5.2f} bits/weight   weight error {err:.2%}")
+    errors = [err for _, _, err in rows[1:]]
+    assert errors == sorted(errors)  # bigger groups, coarser grids
+    assert rows[0][2] < errors[0] / 4
+    """),
+    md(r"""
+    ## 4. The whole model, and what it costs in quality
+
+    `quantize(model, bits, group_size)` swaps every `nn.Linear` for an `Int8Linear` or `Int4Linear`,
+    and the embedding for a `QuantizedEmbedding`: one quantized copy of the matrix serves both of its
+    roles, the lookup (which dequantizes only the rows it needs) and the output projection (a
+    quantized matmul). Norms stay float32. Everything else in the model is unchanged, so the hooks,
+    the KV cache and `minigemma.generate` all work on the quantized model as before.
+
+    Quality is measured two ways on an original text in `assets/perplexity_text.txt`:
+    **perplexity** (exp of the mean negative log-likelihood of each next token: lower is better) and
+    **agreement**, the fraction of positions where the quantized model's most likely next token is
+    float32's.
+    """),
+    code(r"""
+    text = (Path(minigemma.__file__).resolve().parents[1] / "assets" / "perplexity_text.txt").read_text()
+    ids = tok.encode(text, add_bos=True)[:256]  # the first 256 tokens: enough to rank the schemes, quick
+    print(len(ids), "tokens:", repr(tok.decode(ids[1:16])), "...")
+
+    reference = score_text(model, ids)
+    variants = {"int8": dict(bits=8), "int4, groups of 64": dict(bits=4, group_size=64),
+                "int4, groups of 32": dict(bits=4, group_size=32)}
+    quantized, scores = {}, {"fp32": reference}
+    for label, scheme in variants.items():
+        quantized[label] = quantize(copy.deepcopy(model), **scheme)
+        scores[label] = score_text(quantized[label], ids)
+    print(f"{'':20s} {'MB':>6s} {'perplexity':>10s} {'agreement':>9s}")
+    for label, score in scores.items():
+        m = quantized.get(label, model)
+        print(f"{label:20s} {weight_bytes(m) / 1e6:6.0f} {score.perplexity:10.2f} {agreement(score, reference):9.1%}")
+    assert scores["int8"].perplexity < 1.02 * reference.perplexity
+    assert scores["int4, groups of 32"].perplexity < scores["int4, groups of 64"].perplexity
+    """),
+    md(r"""
+    int8 is nearly free: perplexity moves by well under 2% and the top-1 prediction changes only
+    where two tokens were already nearly tied. int4 by plain rounding costs much more on this small
+    model, for three reasons worth knowing:
+
+    - a 270M model has little redundancy: each weight matters more than in a 7B;
+    - these weights were themselves dequantized from the GGUF's 5- and 6-bit grids, and rounding them
+      onto a different 4-bit grid compounds two errors;
+    - round-to-nearest is the simplest post-training method. The Gemma 3 report's int4 checkpoints are
+      fine-tuned *with the quantization in the loop* (quantization-aware training) precisely to
+      recover this loss; exercise 3 below tries a cheap improvement of the grid instead.
+
+    Which matrices suffer most? Quantizing one kind of layer at a time to int4 (groups of 64, the rest
+    float32) on the full text gave, when this notebook was written: q|k|v 30.3, gate|up 29.8,
+    down 28.8, o 28.1 (float32: 27.3). The queries and keys, which QK-norm and the softmax then
+    amplify, are the most sensitive; the embedding alone in int4 costs less.
+
+    The greedy continuation of a prompt shows the same picture:
+    """),
+    code(r"""
+    prompt = "The tide clock on the hill"
+    prompt_ids = tok.encode(prompt, add_bos=True)
+    for label, m in [("fp32", model), ("int8", quantized["int8"]), ("int4 g32", quantized["int4, groups of 32"])]:
+        print(f"{label:8s}", repr(tok.decode(list(generate_ids(prepare_for_decode(m), prompt_ids, 16)))))
+    """),
+    md(r"""
+    ## 5. The fast path
+
+    The readable model (notebook 06) is built to be read and hooked: a `HookPoint` at every
+    interesting tensor, RoPE angles and masks computed inside each layer, three separate q/k/v
+    matmuls. At batch 1 every one of those small PyTorch calls costs a few microseconds of Python
+    dispatch, and 18 layers x ~60 calls add up. `prepare_for_decode(model, precision)` builds a
+    `FastGemma` from the same weights that removes the overhead without changing the math:
+
+    | change | why it helps |
+    |---|---|
+    | q, k, v in one matmul; gate and up in one matmul | 7 matrix calls per layer become 4 |
+    | RoPE cos/sin once per step, not once per layer | the angles depend only on position and base |
+    | no mask while decoding; a sliding window is a slice of the cache | one new token may see all the past it is shown |
+    | attention scale folded into the query-norm gain, `(1 + w)` precomputed | fewer elementwise kernels |
+    | weights in bf16, int8 or int4, through PyTorch's int8/int4 matmul kernels | fewer bytes per token (section 2) |
+
+    It has the readable model's interface (`fast(ids, cache=..., last_only=True)`, `new_cache`), so
+    `minigemma.generate(fast, tok, ...)` works unchanged. First, correctness: float32 fast and readable
+    agree to float rounding, and give the same greedy text.
+    """),
+    code(r"""
+    fast = prepare_for_decode(model, "fp32")
+    check_ids = torch.tensor([tok.encode("The capital of France is", add_bos=True)])
+    with torch.no_grad():
+        torch.testing.assert_close(fast(check_ids), model(check_ids), atol=2e-4, rtol=0)
+    same = minigemma.generate(fast, tok, prompt, max_new_tokens=16) == minigemma.generate(model, tok, prompt, max_new_tokens=16)
+    print("same greedy text:", same)
+    assert same
+    """),
+    md(r"""
+    Now speed: greedy decoding of 16 tokens after the prompt, each path at its precision, against the
+    bandwidth limit of section 2. (Run `python benchmarks/speed.py` for the complete table with prefill,
+    peak memory and transformers beside it.)
+    """),
+    code(r"""
+    # NBVAL_IGNORE_OUTPUT
+    def decode_speed(m, n: int = 16) -> float:
+        with torch.inference_mode():
+            cache = m.new_cache(1, len(prompt_ids) + n + 1)
+            next_id = m(torch.tensor([prompt_ids]), cache=cache, last_only=True)[:, -1].argmax(-1)
+            start = time.perf_counter()
+            for _ in range(n):
+                next_id = m(next_id[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
+            return n / (time.perf_counter() - start)
+
+
+    paths = {"readable fp32": (model, "fp32"), "fast fp32": (fast, "fp32"),
+             "fast int8": (prepare_for_decode(quantized["int8"]), "int8"),
+             "fast int4": (prepare_for_decode(quantized["int4, groups of 64"]), "int4")}
+    speeds = {}
+    for label, (m, fmt) in paths.items():
+        decode_speed(m, 2)  # warm-up
+        speeds[label] = decode_speed(m)
+        print(f"{label:14s} {speeds[label]:6.1f} tok/s   ({speeds[label] / bound[fmt]:.0%} of the {fmt} limit)")
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    ax.barh(list(speeds), list(speeds.values()), color="tab:blue", label="measured")
+    ax.scatter([bound[fmt] for _, fmt in paths.values()], list(speeds), color="k", marker="|", s=200, label="bandwidth limit")
+    ax.set_xlabel("tokens / second (batch 1, greedy)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.show()
+    """),
+    md(r"""
+    What to read in these numbers (`benchmarks/RESULTS.md` has them measured with care, and
+    transformers beside them):
+
+    - **fp32**, fast: about two thirds of its limit. One detail matters a lot here: for one row
+      times the 262k x 640 matrix, `F.linear` calls MKL's matrix-vector product, which uses a single
+      core; the fast path sends that matrix through oneDNN's matmul, which uses both (`DenseLinear`
+      in `minigemma/fast.py`). The readable path pays for that and for its Python overhead.
+    - **int8 and int4** read 4x and 7x fewer bytes, but on a CPU without AVX-512, PyTorch's kernels
+      spend longer *unpacking* the small integers into floats than memory takes to deliver them: they
+      are limited by arithmetic again, at 20-30% of their bandwidth limit. They are still the fastest
+      here, and int8 costs almost nothing in quality.
+    - What remains is mostly Python: ~1,800 small PyTorch calls per token at a few microseconds
+      each. `prepare_for_decode(..., compile=True)` lets `torch.compile` fuse them (a minute or two of
+      compilation on first use) for another 1.2-1.4x.
+    - On a GPU the balance moves again: thousands of cores unpack integers for free, bandwidth is the
+      limit, and the per-call overhead is what CUDA graphs remove
+      (`benchmarks/speed.py --device cuda --preset gemma-2b`).
+
+    ## Summary
+
+    - Batch-1 decoding reads every weight once per token: bytes per token / bandwidth is a hard limit.
+    - int8 per row costs almost nothing in quality; int4 by rounding costs noticeably on a 270M model
+      (groups of 32 less than 64), which is why Gemma's own int4 checkpoints are trained for it.
+    - A fast path does not need different math: fused matmuls, work done once per step instead of per
+      layer, and fewer bytes per weight.
+
+    ## Exercises
+
+    Solutions: `notebooks/solutions/13_quantization_and_speed.py` (run by `tests/test_exercises_13.py`).
+
+    1. **Symmetric int4.** Write `quantize_int4_symmetric(w, group_size)` returning the dequantized
+       weight of a symmetric grid: levels -8..7, scale = max|group| / 7, no zero point (so 4 + 16/g bits).
+       Compare its error with `quantize_int4` on `w` above and on a lopsided matrix such as `w.abs()`:
+       when does the zero point pay for its 16 bits?
+    2. **A speed limit for any model.** Write `decode_limit(config, fmt, bandwidth_gb_s)` returning the
+       bandwidth limit in tokens/s for a config and `fmt` in {"bf16", "int8", "int4"} (groups of 64),
+       without building the model. How fast could gemma-7b decode in int4 on a laptop with 60 GB/s?
+    3. **A better grid.** Plain min-max rounding lets one extreme weight stretch the whole group's grid.
+       Write `quantize_int4_clipped(w, group_size, shrinks=(1.0, 0.9, 0.8, 0.7))` that, for each group,
+       tries shrinking the [min, max] range by each factor (around its midpoint, clamping what falls
+       outside) and keeps the one with the smallest squared error. Its error can only be lower than
+       `quantize_int4`'s (shrink 1.0 is among the candidates); by how much on `w`?
+    """),
+    code(r"""
+    def quantize_int4_symmetric(w, group_size):
+        ...  # your code
+
+
+    def decode_limit(config, fmt, bandwidth_gb_s):
+        ...  # your code
+
+
+    def quantize_int4_clipped(w, group_size, shrinks=(1.0, 0.9, 0.8, 0.7)):
+        ...  # your code
+
+    # When your functions return something, check them, e.g.:
+    # assert relative_error(quantize_int4_clipped(w, 64)) <= relative_error(dequantize_int4(*quantize_int4(w, 64)))
+    """),
+]
+
+
+def build() -> Path:
+    nb = new_notebook(cells=CELLS, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    })
+    path = HERE / "13_quantization_and_speed.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+if __name__ == "__main__":
+    print(build())
