@@ -142,7 +142,9 @@ class FastBlock(nn.Module):
 
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """RMSNorm in float32 (pitfall 2) with a precomputed (1 + w) gain, in one fused kernel."""
+    """RMSNorm in float32 (pitfall 2) with a precomputed (1 + w) gain, in one PyTorch call."""
+    if x.dtype == torch.float32:  # skip two no-op casts: each PyTorch call costs microseconds here
+        return F.rms_norm(x, (x.shape[-1],), gain, eps)
     return F.rms_norm(x.float(), (x.shape[-1],), gain, eps).to(x.dtype)
 
 
@@ -175,10 +177,16 @@ class FastGemma(nn.Module):
 
     def linear(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out) through `layer`, in the input dtype its kernel wants, back to x's."""
+        if x.dtype == layer.input_dtype:
+            return layer(x)
         return layer(x.to(layer.input_dtype)).to(x.dtype)
 
+    @property
+    def device(self) -> torch.device:
+        return self.final_gain.device
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.config, batch, max_len, device=self.final_gain.device, dtype=self.dtype)
+        return KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
 
     def compile(self) -> "FastGemma":
         """Let torch.compile (inductor) fuse the small elementwise kernels between the matmuls.
@@ -188,7 +196,7 @@ class FastGemma(nn.Module):
         """
         # One eager step first: it makes the int8/int4 layers build their kernel layouts, Python
         # bookkeeping that would otherwise land inside the compiled graph.
-        self._decode(torch.zeros(1, 1, dtype=torch.long, device=self.final_gain.device), None, 0, True)
+        self._decode(torch.zeros(1, 1, dtype=torch.long, device=self.device), None, 0, True)
         self._decoder = torch.compile(self._decode, dynamic=True)
         return self
 
@@ -229,9 +237,10 @@ class FastGemma(nn.Module):
             qkv = self.linear(b.qkv, a)  # (batch, seq, (h + 2 kv) * d)
             qk = qkv[..., : (h + kv) * d].view(batch, seq, h + kv, d)
             v = qkv[..., (h + kv) * d:].view(batch, seq, kv, d)
-            if b.qk_norm:
-                qk = F.rms_norm(qk.float(), (d,), None, self.eps).to(qk.dtype)
-            qk = qk * b.qk_gain  # query/key norm gains, attention scale folded into the query's
+            if b.qk_norm:  # in float32, gains and the attention scale included, as RMSNorm does
+                qk = (F.rms_norm(qk.float(), (d,), None, self.eps) * b.qk_gain).to(qk.dtype)
+            else:
+                qk = (qk.float() * b.qk_gain).to(qk.dtype)
             qk = apply_rope(qk, *rope[b.theta])
             q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)  # (batch, heads, seq, d)
             v = v.transpose(1, 2)

@@ -216,9 +216,6 @@ class QuantizedLinear(nn.Module):
         x2d = x.reshape(-1, self.in_features)  # the kernels take 2-D inputs
         return self.matmul(x2d).reshape(*x.shape[:-1], self.out_features)
 
-    def weight_bytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers())
-
     @classmethod
     def cat(cls, layers: list["QuantizedLinear"]) -> "QuantizedLinear":
         """A new layer with all of `layers`' outputs (rows); they must read the same input.

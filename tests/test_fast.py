@@ -63,6 +63,20 @@ def test_fp32_greedy_tokens_identical(name):
     assert list(generate_ids(prepare_for_decode(model), prompt, 24)) == list(generate_ids(model, prompt, 24))
 
 
+@pytest.mark.parametrize("name", ["tiny-gemma", "tiny-gemma3"])
+def test_bf16_model_matches_readable_bf16(name):
+    """A bf16 model (as on a GPU) keeps bf16 activations in the fast path too: same rounding points."""
+    model = random_model(name).to(torch.bfloat16)
+    ids = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(ids).float()
+    fast = prepare_for_decode(model)
+    assert fast.precision == "bf16"
+    got = decode_step_by_step(fast, ids, 8).float()
+    assert (got - expected[:, 8:]).norm() / expected[:, 8:].norm() < 0.02
+    assert (got.argmax(-1) == expected[:, 8:].argmax(-1)).float().mean() >= 0.9
+
+
 @pytest.mark.parametrize("precision,max_rel_error", [("bf16", 0.02), ("int8", 0.03)])
 def test_lower_precision_close_to_readable_with_same_weights(precision, max_rel_error):
     """The fast path's bf16/int8 against the readable model holding the same rounded weights.
