@@ -4,8 +4,9 @@
     python benchmarks/compare_transformers.py --hf-load ours --repeats 5
 
 Prints one table: load time, prefill tokens/s (512-token prompt, last-position logits), greedy
-decode tokens/s (128 tokens, batch 1) and peak memory, for minigemma's readable and fast paths
-and transformers' eager `generate` in float32 and bfloat16. Each row runs in its own process;
+decode tokens/s (128 tokens, batch 1) and peak memory, for minigemma's readable and fast paths,
+transformers' eager `generate` in float32 and bfloat16, and llama.cpp on the same GGUF when
+llama-cpp-python is installed (benchmarks/README.md says how). Each row runs in its own process;
 benchmarks/speed.py does the measuring (see its docstring for the definitions) and has more
 variants and columns.
 """
@@ -20,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402
 
-VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-fp32-int8emb", "fast-int4", "hf-fp32", "hf-bf16"]
+VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-int8-compiled", "fast-int8-int4emb", "fast-int4",
+            "fast-int4-compiled", "hf-fp32", "hf-bf16"]
 
 
 def main(argv=None) -> int:
@@ -31,8 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    forwarded = ["--variants", ",".join(VARIANTS), "--hf-load", args.hf_load, "--repeats", str(args.repeats),
-                 "--threads", str(args.threads), "--table", "short", "--baseline", "hf-fp32"]
+    variants = VARIANTS + ["llamacpp"] if speed.llama_cpp_installed() else VARIANTS
+    if "llamacpp" not in variants:
+        print("llama-cpp-python is not installed: llama.cpp left out (see benchmarks/README.md)", file=sys.stderr)
+    forwarded = ["--variants", ",".join(variants), "--hf-load", args.hf_load, "--repeats", str(args.repeats),
+                 "--threads", str(args.threads), "--table", "short", "--baseline", "hf-fp32,hf-bf16"]
     return speed.main(forwarded)
 
 

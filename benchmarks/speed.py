@@ -13,8 +13,10 @@ memory are its own. For each it prints:
             minigemma.generate's engine; transformers: its `generate`, timed between tokens)
   peak mem  peak resident memory of the process (CPU) or peak allocated GPU memory
   % bound   decode speed / (memory read bandwidth / weight bytes read per token): how close to
-            the limit set by reading every weight once per token (bandwidth measured here first)
-Timings are medians over --repeats runs. Other processes on the machine slow everything down:
+            the limit set by reading every weight once per token (bandwidth measured here, before
+            and after the runs)
+llama.cpp (the `llamacpp` variant: the embedded GGUF through llama-cpp-python) joins the default
+CPU table when llama-cpp-python is installed. Timings are medians over --repeats runs. Other processes on the machine slow everything down:
 the machine's load average before and after is printed with the table.
 """
 
@@ -59,12 +61,22 @@ VARIANTS = {
     "fast-bf16-compiled": ("minigemma", "bf16", "bf16", "fast+compile"),
     "hf-fp32": ("transformers", "fp32", "fp32", "eager generate"),
     "hf-bf16": ("transformers", "bf16", "bf16", "eager generate"),
+    # The embedded GGUF itself, run by llama.cpp (C++, hand-written SIMD kernels for its formats).
+    "llamacpp": ("llama.cpp", "Q4_K_M GGUF", "Q4_K_M GGUF", "llama-cpp-python"),
 }
 # The readable model with int8/int4 weights is left out by default: its output projection reads
 # `embed.weight`, which a QuantizedEmbedding dequantizes in full at every step (see quantize.py);
 # run it with `--variants readable-int8,readable-int4 --decode 16 --repeats 1`.
 DEFAULT_CPU = ["readable-fp32", "readable-bf16", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4",
-               "fast-fp32-int8emb", "fast-int8-int4emb", "hf-fp32", "hf-bf16"]
+               "fast-fp32-int8emb", "fast-int8-int4emb", "fast-int8-compiled", "fast-int4-compiled",
+               "hf-fp32", "hf-bf16", "llamacpp"]
+
+
+def llama_cpp_installed() -> bool:
+    """llama-cpp-python is optional: PyPI has only its source (a C++ build of a few minutes)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
 DEFAULT_GPU = ["readable-bf16", "fast-bf16", "fast-int8", "fast-int4", "fast-bf16-compiled", "hf-bf16"]
 
 
@@ -167,17 +179,15 @@ def build(variant: str, args) -> tuple[object, object]:
     device = torch.device(args.device)
     if library == "transformers":
         return build_transformers(layers, args), None
+    if library == "llama.cpp":
+        return build_llama_cpp(args), None  # the prompts' tokenizer is fetched after the timer
     tok = None
     if "int" in layers + embedding:
         from minigemma.quantize import load_quantized
 
         model = load_quantized(args.quantized_dirs[f"{layers}-{embedding}"], device=device)
         if args.preset == "gemma3-270m":
-            from minigemma.loading import embedded_gguf_path
-            from minigemma.loading.cache import converted_gguf_dir
-            from minigemma.tokenizer import load_tokenizer
-
-            tok = load_tokenizer(converted_gguf_dir(embedded_gguf_path(), progress=False) / "tokenizer.model")
+            tok = embedded_tokenizer()
     elif args.preset == "gemma3-270m":
         model, tok = minigemma.load("gemma3-270m", device=device, dtype=DTYPES[layers], progress=False)
     else:
@@ -189,6 +199,35 @@ def build(variant: str, args) -> tuple[object, object]:
         if path == "fast+compile":
             model.compile()  # the compilation itself happens in the first (untimed) round
     return model, tok
+
+
+def embedded_tokenizer():
+    """The 270M's tokenizer from the converted GGUF in the cache (written by minigemma.load)."""
+    from minigemma.loading import embedded_gguf_path
+    from minigemma.loading.cache import converted_gguf_dir
+    from minigemma.tokenizer import load_tokenizer
+
+    return load_tokenizer(converted_gguf_dir(embedded_gguf_path(), progress=False) / "tokenizer.model")
+
+
+def build_llama_cpp(args):
+    """llama.cpp reading the embedded GGUF as it is (its own Q4_K_M kernels, no conversion)."""
+    from llama_cpp import Llama
+
+    from minigemma.loading import embedded_gguf_path
+
+    threads = args.threads or os.cpu_count()
+    return Llama(model_path=str(embedded_gguf_path()), n_ctx=args.prefill + args.decode + 64, n_batch=args.prefill,
+                 n_ubatch=args.prefill, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
+def gguf_tensor_bytes() -> int:
+    """Bytes of every tensor in the embedded GGUF: what llama.cpp reads per decoded token."""
+    from gguf import GGUFReader
+
+    from minigemma.loading import embedded_gguf_path
+
+    return sum(int(t.n_bytes) for t in GGUFReader(embedded_gguf_path()).tensors)
 
 
 def build_transformers(precision: str, args):
@@ -321,6 +360,34 @@ def time_transformers(model, long_ids, short_ids, args) -> dict:
     return {"prefill": statistics.median(prefill[1:]), "decode": statistics.median(decode[1:])}
 
 
+def time_llama_cpp(llm, long_ids, short_ids, args) -> dict:
+    """The same measurements through llama-cpp-python's low-level `eval` (no sampler chain):
+    greedy is the argmax of the last position's logits, read from llama.cpp's buffer."""
+    import numpy as np
+
+    vocab = llm.n_vocab()
+
+    def next_id() -> int:
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))
+        return int(logits.argmax())
+
+    prefill, decode = [], []
+    for r in range(args.repeats + 1):
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(long_ids)
+        prefill.append(len(long_ids) / (time.perf_counter() - t))
+        llm.reset()
+        llm.eval(short_ids)
+        token = next_id()
+        t = time.perf_counter()
+        for _ in range(args.decode):
+            llm.eval([token])
+            token = next_id()
+        decode.append(args.decode / (time.perf_counter() - t))
+    return {"prefill": statistics.median(prefill[1:]), "decode": statistics.median(decode[1:])}
+
+
 def worker(variant: str, args) -> dict:
     device = torch.device(args.device)
     if args.threads:
@@ -329,14 +396,21 @@ def worker(variant: str, args) -> dict:
     model, tok = build(variant, args)
     sync(device)
     load = time.perf_counter() - t
-    config = model.config if VARIANTS[variant][0] == "minigemma" else minigemma.get_config(args.preset)
+    library = VARIANTS[variant][0]
+    if library == "llama.cpp":
+        tok = embedded_tokenizer()  # the same vocabulary: identical prompt ids for every library
+    config = model.config if library == "minigemma" else minigemma.get_config(args.preset)
     long_ids, short_ids = prompts(tok, config, args)
-    if VARIANTS[variant][0] == "minigemma":
+    if library == "minigemma":
         timing = time_minigemma(model, long_ids, short_ids, args)
+    elif library == "llama.cpp":
+        timing = time_llama_cpp(model, long_ids, short_ids, args)
     else:
         timing = time_transformers(model, long_ids, short_ids, args)
-    return {"variant": variant, "load": load, **timing, "peak_gb": peak_memory_gb(device),
-            "bytes_per_token": weight_bytes_per_token(model), "threads": torch.get_num_threads()}
+    peak = peak_memory_gb(device)  # before gguf_tensor_bytes reads the file's header
+    nbytes = gguf_tensor_bytes() if library == "llama.cpp" else weight_bytes_per_token(model)
+    return {"variant": variant, "load": load, **timing, "peak_gb": peak, "bytes_per_token": nbytes,
+            "threads": args.threads or torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,29 +464,40 @@ def device_description(device: torch.device) -> str:
     return f"{model_name}, {os.cpu_count()} logical CPUs, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def table(rows: list[dict], bandwidth: float) -> str:
-    head = ("| variant | library | weights | path | load s | prefill tok/s | decode tok/s | peak mem GB "
-            "| GB read/token | bound tok/s | % of bound |")
-    lines = [head, "|" + "---|" * 11]
+def ratio_columns(rows: list[dict], baselines: list[str]) -> tuple[list[str], callable]:
+    """Headers and a row formatter for "decode speed / a baseline's decode speed" columns."""
+    present = [r for b in baselines for r in rows if r["variant"] == b]
+    heads = [f"decode vs {b['variant']}" for b in present]
+    return heads, lambda r: [f"{r['decode'] / b['decode']:.1f}x" for b in present]
+
+
+def table(rows: list[dict], bandwidth: float, baselines: list[str]) -> str:
+    heads, ratios = ratio_columns(rows, baselines)
+    head = ["variant", "library", "weights", "path", "load s", "prefill tok/s", "decode tok/s", "peak mem GB",
+            "GB read/token", "bound tok/s", "% of bound", *heads]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         library, layers, embedding, path = VARIANTS[r["variant"]]
         gb = r["bytes_per_token"] / 1e9
         bound = bandwidth / gb
-        lines.append(f"| {r['variant']} | {library} | {weights_label(layers, embedding)} | {path} | {r['load']:.1f} | {r['prefill']:.0f} "
-                     f"| {r['decode']:.1f} | {r['peak_gb']:.2f} | {gb:.3f} | {bound:.0f} | {100 * r['decode'] / bound:.0f}% |")
+        cells = [r["variant"], library, weights_label(layers, embedding), path, f"{r['load']:.1f}", f"{r['prefill']:.0f}",
+                 f"{r['decode']:.1f}", f"{r['peak_gb']:.2f}", f"{gb:.3f}", f"{bound:.0f}",
+                 f"{100 * r['decode'] / bound:.0f}%", *ratios(r)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def short_table(rows: list[dict], baseline: str | None = None) -> str:
-    """Just the four numbers users compare: load, prefill, decode, peak memory (and decode vs a baseline)."""
-    base = next((r for r in rows if r["variant"] == baseline), None)
-    lines = ["| | load s | prefill tok/s (512) | decode tok/s (128) | peak memory GB |"
-             + (f" decode vs {baseline} |" if base else ""), "|---|---|---|---|---|" + ("---|" if base else "")]
+def short_table(rows: list[dict], bandwidth: float, baselines: list[str]) -> str:
+    """The numbers users compare: load, prefill, decode, peak memory, decode vs baselines and vs the bound."""
+    heads, ratios = ratio_columns(rows, baselines)
+    head = ["", "load s", "prefill tok/s (512)", "decode tok/s (128)", "peak memory GB", *heads, "% of bound"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         library, layers, embedding, path = VARIANTS[r["variant"]]
-        name = f"{library} {weights_label(layers, embedding)}, {path}"
-        ratio = f" {r['decode'] / base['decode']:.1f}x |" if base else ""
-        lines.append(f"| {name} | {r['load']:.1f} | {r['prefill']:.0f} | {r['decode']:.1f} | {r['peak_gb']:.2f} |{ratio}")
+        bound = bandwidth / (r["bytes_per_token"] / 1e9)
+        cells = [f"{library} {weights_label(layers, embedding)}, {path}", f"{r['load']:.1f}", f"{r['prefill']:.0f}",
+                 f"{r['decode']:.1f}", f"{r['peak_gb']:.2f}", *ratios(r), f"{100 * r['decode'] / bound:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -435,7 +520,8 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--table", choices=["full", "short"], default="full",
                    help="short: only load, prefill, decode and peak memory (compare_transformers.py)")
-    p.add_argument("--baseline", default="hf-fp32", help="variant the short table's decode ratio refers to")
+    p.add_argument("--baseline", default="hf-fp32,hf-bf16",
+                   help="comma-separated variants whose decode speed the ratio columns divide by")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quantized-dirs", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--hf-dir", default="", help=argparse.SUPPRESS)
@@ -464,32 +550,48 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args.worker, args)))
         return 0
 
-    variants = args.variants.split(",") if args.variants else (DEFAULT_GPU if device.type == "cuda" else DEFAULT_CPU)
+    variants = args.variants.split(",") if args.variants else list(DEFAULT_GPU if device.type == "cuda" else DEFAULT_CPU)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         print(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    if "llamacpp" in variants and (args.preset != "gemma3-270m" or device.type != "cpu"):
+        print("error: the llamacpp variant runs the embedded 270M GGUF on the CPU; drop it for "
+              f"--preset {args.preset} --device {args.device}", file=sys.stderr)
+        return 2
+    if "llamacpp" in variants and not llama_cpp_installed():
+        if args.variants:
+            print("error: the llamacpp variant needs llama-cpp-python: pip install llama-cpp-python "
+                  "(PyPI has only its source; the build takes a few minutes and needs cmake and a C++ compiler)",
+                  file=sys.stderr)
+            return 2
+        print("llama-cpp-python is not installed: leaving llama.cpp out of the table", file=sys.stderr)
+        variants.remove("llamacpp")
     args.quantized_dirs = prepare_quantized(args, variants)
     if args.preset == "gemma3-270m" and args.hf_load == "ours" and any(v.startswith("hf-") for v in variants):
         args.hf_dir = prepare_hf_dir(args)
     load_before = os.getloadavg()[0]
-    bandwidth = read_bandwidth(device)
+    bandwidth_before = read_bandwidth(device)
     rows = []
     for v in variants:
         print(f"running {v} ...", file=sys.stderr, flush=True)
         rows.append(run_variant(v, args))
     load_after = os.getloadavg()[0]
+    # A shared machine's bandwidth wanders; the higher of two measurements is closer to what the
+    # hardware can do, so the bound (and each "% of bound") errs on the strict side.
+    bandwidth = max(bandwidth_before, read_bandwidth(device))
 
     threads = rows[0]["threads"] if rows else torch.get_num_threads()
     print(f"# minigemma speed, {datetime.date.today().isoformat()}")
     print(f"model: {args.preset}{' (embedded real weights)' if args.preset == 'gemma3-270m' else ' (random weights)'}; "
           f"device: {device_description(device)}; torch {torch.__version__}, {threads} threads")
-    print(f"read bandwidth (sum of a 1 GiB tensor): {bandwidth:.1f} GB/s; load average before/after: "
-          f"{load_before:.2f}/{load_after:.2f}")
+    print(f"read bandwidth (sum of a 1 GiB tensor, median of 7, higher of before/after the runs): "
+          f"{bandwidth:.1f} GB/s; load average before/after: {load_before:.2f}/{load_after:.2f}")
     print(f"prefill {args.prefill} tokens (last-position logits), decode {args.decode} tokens greedy, "
           f"batch 1, median of {args.repeats}; int4 groups of {args.group_size}")
     print()
-    print(table(rows, bandwidth) if args.table == "full" else short_table(rows, args.baseline))
+    baselines = args.baseline.split(",")
+    print(table(rows, bandwidth, baselines) if args.table == "full" else short_table(rows, bandwidth, baselines))
     if args.json:
         Path(args.json).write_text(json.dumps({"bandwidth": bandwidth, "rows": rows}, indent=2))
     return 0

@@ -1,0 +1,108 @@
+"""What each precision costs in quality, on the embedded Gemma 3 270M.
+
+    python benchmarks/quality.py                  # ~2 minutes on 2 cores
+    python benchmarks/quality.py --group-sizes 32,64,128,256
+
+For every weight format that benchmarks/speed.py times, scores the whole of
+`assets/perplexity_text.txt` (an original text, ~700 tokens) and prints:
+  perplexity   exp(mean negative log-likelihood of each next token); lower is better
+  agreement    the fraction of positions whose top-1 next token equals the float32 model's
+  MB           bytes of weights as stored (integers, scales, float norms)
+The float32 model is the reference: it holds the GGUF's weights dequantized exactly. With
+llama-cpp-python installed, llama.cpp's own run of the GGUF (its quantized kernels, activations
+rounded to 8 bits inside its dot products) is scored on the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import minigemma  # noqa: E402
+from minigemma.fast import prepare_for_decode  # noqa: E402
+from minigemma.quantize import TextScore, agreement, quantize, score_text, weight_bytes  # noqa: E402
+
+
+def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
+    """llama.cpp's perplexity and top-1 predictions on `ids`, or None without llama-cpp-python."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    import numpy as np
+    from gguf import GGUFReader
+
+    from minigemma.loading import embedded_gguf_path
+
+    path = embedded_gguf_path()
+    llm = Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids), n_ubatch=len(ids),
+                logits_all=True, verbose=False)
+    llm.eval(ids)
+    logits = torch.from_numpy(np.array(llm.scores[: len(ids) - 1], dtype=np.float32))  # (n - 1, vocab)
+    targets = torch.tensor(ids[1:])
+    nll = -logits.log_softmax(-1).gather(1, targets[:, None]).mean()
+    nbytes = sum(int(t.n_bytes) for t in GGUFReader(path).tensors)
+    return TextScore(perplexity=float(nll.exp()), predictions=logits.argmax(-1)), nbytes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--group-sizes", default="32,64,128", help="int4 group sizes to score")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+
+    model, tok = minigemma.load("gemma3-270m", progress=False)
+    text = (ROOT / "assets" / "perplexity_text.txt").read_text()
+    ids = tok.encode(text, add_bos=True)
+    reference = score_text(model, ids)
+
+    # label -> (model, how it was made)
+    variants: dict[str, tuple[torch.nn.Module, str]] = {
+        "fp32": (model, "minigemma.load (the GGUF dequantized)"),
+        "bf16": (copy.deepcopy(model).to(torch.bfloat16), "model.to(torch.bfloat16)"),
+        "int8": (quantize(copy.deepcopy(model), bits=8), "quantize(model, bits=8)"),
+    }
+    for g in (int(x) for x in args.group_sizes.split(",")):
+        variants[f"int4 g{g}"] = (quantize(copy.deepcopy(model), bits=4, group_size=g),
+                                  f"quantize(model, bits=4, group_size={g})")
+    variants["int8 + int4 g64 embedding"] = (
+        quantize(copy.deepcopy(model), layer_bits=8, embedding_bits=4, group_size=64),
+        "quantize(model, layer_bits=8, embedding_bits=4)")
+    variants["fp32 + int8 embedding"] = (
+        quantize(copy.deepcopy(model), layer_bits=None, embedding_bits=8),
+        "quantize(model, layer_bits=None, embedding_bits=8)")
+
+    rows = []
+    for label, (m, how) in variants.items():
+        score = reference if m is model else score_text(m, ids)
+        rows.append((f"minigemma {label}", how, weight_bytes(m), score))
+    # The fast path must not change quality: its int8 scored too (same weights, fused and reordered).
+    fast = prepare_for_decode(model, "int8")
+    rows.append(("minigemma fast path, int8", 'prepare_for_decode(model, "int8")', None, score_text(fast, ids)))
+    llama = llama_cpp_score(ids)
+    if llama is not None:
+        score, nbytes = llama
+        rows.append(("llama.cpp, the GGUF as is", "Llama(model_path=...).eval(ids)", nbytes, score))
+
+    print(f"# quality on assets/perplexity_text.txt: {len(ids)} tokens, torch {torch.__version__}")
+    print()
+    print("| weights | made by | MB | perplexity | vs fp32 | top-1 agreement with fp32 |")
+    print("|---|---|---|---|---|---|")
+    for label, how, nbytes, score in rows:
+        mb = f"{nbytes / 1e6:.0f}" if nbytes else "as above"
+        print(f"| {label} | `{how}` | {mb} | {score.perplexity:.3f} | "
+              f"{100 * (score.perplexity / reference.perplexity - 1):+.1f}% | {agreement(score, reference):.1%} |")
+    if llama is None:
+        print("\n(llama-cpp-python is not installed: llama.cpp's row left out)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
