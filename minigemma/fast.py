@@ -29,8 +29,9 @@ from torch import nn
 
 from .attention import KVCache, attention_mask
 from .config import GemmaConfig
+from .loading.int8 import Int8Linear as CheckpointInt8Linear
 from .mlp import gelu_tanh
-from .quantize import QuantizedEmbedding, QuantizedLinear, kernel_works, quantize_weight
+from .quantize import Int8Linear, QuantizedEmbedding, QuantizedLinear, kernel_works, quantize_weight
 from .rope import apply_rope, rope_cos_sin
 
 PRECISIONS = ("fp32", "bf16", "int8", "int4")
@@ -90,11 +91,23 @@ class DenseLinear(nn.Module):
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def _as_quantized(layer: nn.Module) -> nn.Module:
+    """A layer of an int8 gemma_pytorch checkpoint (loading/int8.py, `keep_int8=True`) holds what
+    quantize.Int8Linear holds, int8 rows and one scale per row: rewrap it (tensors shared) so it
+    reaches the int8 kernel. Other layers are returned as they are."""
+    if not isinstance(layer, CheckpointInt8Linear):
+        return layer
+    wrapped = Int8Linear(layer.in_features, layer.out_features, device=layer.weight.device)
+    wrapped.weight, wrapped.scale = layer.weight.data, layer.weight_scaler.data.float()
+    return wrapped
+
+
 def _fused_linear(layers: list[nn.Module], precision: str | None, group_size: int) -> nn.Module:
     """One linear layer computing all of `layers`' outputs (they read the same input).
 
     precision None keeps the layers as they are (float or quantized, as in the model).
     """
+    layers = [_as_quantized(l) for l in layers]
     if precision is None and all(isinstance(l, QuantizedLinear) for l in layers):
         fused = type(layers[0]).cat(layers)  # a new module: the model's own stay untouched
         fused.input_dtype = kernel_input_dtype(fused.bits, fused.weight.device)

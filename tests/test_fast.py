@@ -109,6 +109,30 @@ def test_int4_fast_path_matches_readable_int4_model():
     assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.03
 
 
+def test_int8_checkpoint_layers_reach_the_int8_kernel():
+    """A model loaded from an int8 gemma_pytorch .ckpt with keep_int8=True (loading/int8.py layers):
+    the fast path keeps its int8 weights and scales, and agrees with the readable model."""
+    from minigemma.loading.int8 import Int8Linear as CheckpointInt8Linear
+    from minigemma.loading.int8 import quantize_rows, use_int8_linears
+
+    model = random_model("tiny-gemma")
+    floats = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    use_int8_linears(model, torch.bfloat16)  # as the loader does for keep_int8=True
+    for name, w in floats.items():
+        layer = model.get_submodule(name)
+        q, scale = quantize_rows(w)
+        layer.weight.data, layer.weight_scaler.data = q, scale.bfloat16()
+    assert sum(isinstance(m, CheckpointInt8Linear) for m in model.modules()) == 7 * model.config.num_layers
+    fast = prepare_for_decode(model)
+    assert fast.precision == "int8 layers, fp32 embedding"
+    ids = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = model(ids)
+    got = decode_step_by_step(fast, ids, 10)
+    assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.03
+    assert (got.argmax(-1) == expected[:, 10:].argmax(-1)).float().mean() >= 0.9
+
+
 def test_float_layers_with_quantized_embedding():
     """fp32 layers + int8 embedding: the readable model with only its embedding quantized, plus
     the bf16 rounding of the output projection's input."""
