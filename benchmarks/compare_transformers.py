@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402
 
-VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-int8-compiled", "fast-int8-int4emb", "fast-int4",
-            "fast-int4-compiled", "hf-fp32", "hf-bf16"]
+VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-int8-compiled", "fast-int8-dynemb-compiled",
+            "fast-int4", "fast-int4-compiled", "hf-fp32", "hf-bf16"]
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,22 @@ def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
     return TextScore(perplexity=float(nll.exp()), predictions=logits.argmax(-1)), nbytes
 
 
+def int8_activations_per_vector(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy whose linear layers are PyTorch's x86 int8 x int8 kernel (fbgemm): int8 weights per
+    row, and each activation vector rounded to 8 bits with one scale, on the fly. The embedding
+    stays float. None where this PyTorch has no such kernel (torch.ao quantization is deprecated)."""
+    import warnings
+
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    except (ImportError, RuntimeError, AttributeError):
+        return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--group-sizes", default="32,64,128", help="int4 group sizes to score")
@@ -79,13 +95,24 @@ def main(argv=None) -> int:
         quantize(copy.deepcopy(model), layer_bits=None, embedding_bits=8),
         "quantize(model, layer_bits=None, embedding_bits=8)")
 
+    dynamic = int8_activations_per_vector(model)
+    if dynamic is not None:
+        variants["int8 layers, int8 activations per vector"] = (
+            dynamic, "torch.ao.quantization.quantize_dynamic(model, per-channel qint8)")
+
     rows = []
     for label, (m, how) in variants.items():
         score = reference if m is model else score_text(m, ids)
-        rows.append((f"minigemma {label}", how, weight_bytes(m), score))
+        nbytes = None if m is dynamic else weight_bytes(m)  # its packed weights are not torch buffers
+        rows.append((f"minigemma {label}", how, nbytes, score))
     # The fast path must not change quality: its int8 scored too (same weights, fused and reordered).
     fast = prepare_for_decode(model, "int8")
-    rows.append(("minigemma fast path, int8", 'prepare_for_decode(model, "int8")', None, score_text(fast, ids)))
+    rows.append(("minigemma fast path, int8", 'prepare_for_decode(model, "int8")', weight_bytes(variants["int8"][0]),
+                 score_text(fast, ids)))
+    dynemb = prepare_for_decode(variants["int8"][0], embedding="int8-dynamic")
+    rows.append(("minigemma fast path, int8 + int8-dynamic embedding",
+                 'prepare_for_decode(int8 model, embedding="int8-dynamic")', weight_bytes(variants["int8"][0]),
+                 score_text(dynemb, ids)))
     llama = llama_cpp_score(ids)
     if llama is not None:
         score, nbytes = llama
@@ -96,7 +123,7 @@ def main(argv=None) -> int:
     print("| weights | made by | MB | perplexity | vs fp32 | top-1 agreement with fp32 |")
     print("|---|---|---|---|---|---|")
     for label, how, nbytes, score in rows:
-        mb = f"{nbytes / 1e6:.0f}" if nbytes else "as above"
+        mb = "-" if nbytes is None else f"{nbytes / 1e6:.0f}"
         print(f"| {label} | `{how}` | {mb} | {score.perplexity:.3f} | "
               f"{100 * (score.perplexity / reference.perplexity - 1):+.1f}% | {agreement(score, reference):.1%} |")
     if llama is None:

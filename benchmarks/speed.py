@@ -59,6 +59,9 @@ VARIANTS = {
     "fast-int8-compiled": ("minigemma", "int8", "int8", "fast+compile"),
     "fast-int4-compiled": ("minigemma", "int4", "int4", "fast+compile"),
     "fast-bf16-compiled": ("minigemma", "bf16", "bf16", "fast+compile"),
+    # The output projection through PyTorch's int8 x int8 kernel (8-bit activations, fast.DynamicInt8Linear).
+    "fast-int8-dynemb": ("minigemma", "int8", "int8-dynamic", "fast"),
+    "fast-int8-dynemb-compiled": ("minigemma", "int8", "int8-dynamic", "fast+compile"),
     "hf-fp32": ("transformers", "fp32", "fp32", "eager generate"),
     "hf-bf16": ("transformers", "bf16", "bf16", "eager generate"),
     # The embedded GGUF itself, run by llama.cpp (C++, hand-written SIMD kernels for its formats).
@@ -68,8 +71,8 @@ VARIANTS = {
 # `embed.weight`, which a QuantizedEmbedding dequantizes in full at every step (see quantize.py);
 # run it with `--variants readable-int8,readable-int4 --decode 16 --repeats 1`.
 DEFAULT_CPU = ["readable-fp32", "readable-bf16", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4",
-               "fast-fp32-int8emb", "fast-int8-int4emb", "fast-int8-compiled", "fast-int4-compiled",
-               "hf-fp32", "hf-bf16", "llamacpp"]
+               "fast-fp32-int8emb", "fast-int8-int4emb", "fast-int8-dynemb", "fast-int8-compiled",
+               "fast-int4-compiled", "fast-int8-dynemb-compiled", "hf-fp32", "hf-bf16", "llamacpp"]
 
 
 def llama_cpp_installed() -> bool:
@@ -78,6 +81,11 @@ def llama_cpp_installed() -> bool:
 
     return importlib.util.find_spec("llama_cpp") is not None
 DEFAULT_GPU = ["readable-bf16", "fast-bf16", "fast-int8", "fast-int4", "fast-bf16-compiled", "hf-bf16"]
+
+
+def stored(precision: str) -> str:
+    """The precision of the weights on disk: int8-dynamic is int8 weights run differently."""
+    return "int8" if precision == "int8-dynamic" else precision
 
 
 def weights_label(layers: str, embedding: str) -> str:
@@ -185,7 +193,7 @@ def build(variant: str, args) -> tuple[object, object]:
     if "int" in layers + embedding:
         from minigemma.quantize import load_quantized
 
-        model = load_quantized(args.quantized_dirs[f"{layers}-{embedding}"], device=device)
+        model = load_quantized(args.quantized_dirs[f"{layers}-{stored(embedding)}"], device=device)
         if args.preset == "gemma3-270m":
             tok = embedded_tokenizer()
     elif args.preset == "gemma3-270m":
@@ -195,7 +203,8 @@ def build(variant: str, args) -> tuple[object, object]:
     if path.startswith("fast"):
         from minigemma.fast import prepare_for_decode
 
-        model = prepare_for_decode(model)  # keeps the loaded weights' precision
+        # Keeps the loaded weights' precision; int8-dynamic changes only how the output projection runs.
+        model = prepare_for_decode(model, embedding="int8-dynamic" if embedding == "int8-dynamic" else None)
         if path == "fast+compile":
             model.compile()  # the compilation itself happens in the first (untimed) round
     return model, tok
@@ -423,7 +432,8 @@ def prepare_quantized(args, variants: list[str]) -> dict[str, str]:
 
     bits = {"int8": 8, "int4": 4, "fp32": None, "bf16": None}
     dirs = {}
-    for layers, embedding in sorted({VARIANTS[v][1:3] for v in variants if "int" in "".join(VARIANTS[v][1:3])}):
+    for layers, embedding in sorted({(VARIANTS[v][1], stored(VARIANTS[v][2])) for v in variants
+                                     if "int" in "".join(VARIANTS[v][1:3])}):
         key = f"{layers}-{embedding}"
         directory = Path(args.workdir) / f"{args.preset}-{key}-g{args.group_size}"
         if not (directory / "quantization.json").is_file():

@@ -35,6 +35,8 @@ from .quantize import Int8Linear, QuantizedEmbedding, QuantizedLinear, kernel_wo
 from .rope import apply_rope, rope_cos_sin
 
 PRECISIONS = ("fp32", "bf16", "int8", "int4")
+# For the output projection only: int8 weights *and* 8-bit activations (see DynamicInt8Linear).
+EMBEDDING_PRECISIONS = (*PRECISIONS, "int8-dynamic")
 
 
 def kernel_input_dtype(bits: int, device: torch.device) -> torch.dtype:
@@ -88,6 +90,67 @@ class DenseLinear(nn.Module):
         return F.linear(x, self.weight)
 
 
+class DynamicInt8Linear(nn.Module):
+    """An Int8Linear run by PyTorch's x86 int8 x int8 kernel (fbgemm, "dynamic quantization").
+
+    The input vector is rounded to 8 bits on the fly with one scale per vector, so each dot
+    product is int8 x int8 summed in int32: AVX2 does 32 of those multiply-adds per instruction,
+    where the weight-only kernel first unpacks every weight into a float. For the 262k x 640 output
+    projection that halves the time on a 2-core AVX2 CPU (benchmarks/RESULTS.md). One scale per
+    vector is too coarse for the decoder layers' inputs (outlier channels; notebook 13, section 6,
+    measured perplexity +65%), but the final-normed state feeding the output projection takes it
+    at +1.5% perplexity (benchmarks/quality.py), which is why only `embedding=` offers it.
+    """
+
+    bits = 8
+    input_dtype = torch.float32
+
+    def __init__(self, layer: "Int8Linear"):
+        super().__init__()
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.packed = _fbgemm_pack(layer.weight, layer.scale)  # fbgemm's own layout of the same int8 rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = x.reshape(-1, self.in_features)
+        # reduce_range=False: all 8 bits for the activations (True, 7 bits, measured worse here).
+        return torch.ops.quantized.linear_dynamic(x2d, self.packed, False).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 x int8 (fbgemm)"
+
+
+def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor):
+    import warnings
+
+    with warnings.catch_warnings():
+        # PyTorch has deprecated its quantized tensors (pytorch/pytorch#184982); where they are
+        # gone, dynamic_int8_works() is False and the weight-only int8 kernel is used instead.
+        warnings.simplefilter("ignore")
+        zeros = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
+        return torch.ops.quantized.linear_prepack(qweight, None)
+
+
+_DYNAMIC_OK: dict[str, bool] = {}
+
+
+def dynamic_int8_works(device: torch.device) -> bool:
+    """Is PyTorch's int8 x int8 linear (fbgemm) here, and within 8-bit rounding of the reference?"""
+    if device.type != "cpu":
+        return False
+    if "cpu" not in _DYNAMIC_OK:
+        gen = torch.Generator().manual_seed(0)
+        w, x = torch.randn(64, 256, generator=gen), torch.randn(3, 256, generator=gen)
+        try:
+            layer = Int8Linear.from_float(w)
+            expected = F.linear(x, layer.dequantized())
+            got = DynamicInt8Linear(layer)(x)
+            _DYNAMIC_OK["cpu"] = bool((got - expected).norm() / expected.norm() < 0.05)
+        except (RuntimeError, NotImplementedError, AttributeError):
+            _DYNAMIC_OK["cpu"] = False
+    return _DYNAMIC_OK["cpu"]
+
+
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -125,6 +188,8 @@ def _fused_linear(layers: list[nn.Module], precision: str | None, group_size: in
 
 
 def describe(layer: nn.Module) -> str:
+    if isinstance(layer, DynamicInt8Linear):
+        return "int8-dynamic"
     if isinstance(layer, QuantizedLinear):
         return f"int{layer.bits}"
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[layer.weight.dtype]
@@ -178,11 +243,19 @@ class FastGemma(nn.Module):
         self.register_buffer("final_gain", 1.0 + model.ln_final.weight.float())
         # The tied embedding: one copy of the matrix serves the lookup and the output projection.
         source = model.embed.linear if isinstance(model.embed, QuantizedEmbedding) else model.embed
+        dynamic = embedding == "int8-dynamic"
+        if dynamic:  # int8 rows first (kept if the model's embedding already is int8), then fbgemm's copy
+            embedding = None if isinstance(source, Int8Linear) else "int8"
+            if isinstance(source, QuantizedLinear) and not isinstance(source, Int8Linear):
+                raise ValueError("embedding='int8-dynamic' needs a float or int8 embedding; this model's is int4")
         self.unembed = _fused_linear([source], embedding or precision, group_size)
         if isinstance(self.unembed, DenseLinear):
             self.embed = nn.Embedding.from_pretrained(self.unembed.weight, freeze=True)  # the same tensor
         else:
             self.embed = QuantizedEmbedding(self.unembed, self.dtype)
+        if dynamic and dynamic_int8_works(self.unembed.weight.device):
+            # The lookup keeps reading the int8 rows; the output projection reads fbgemm's packed copy.
+            self.unembed = DynamicInt8Linear(self.unembed)
         layers, head = describe(self.blocks[0].qkv), describe(self.unembed)
         self.precision = layers if layers == head else f"{layers} layers, {head} embedding"
         self._thetas = sorted({b.theta for b in self.blocks})
@@ -299,17 +372,20 @@ def prepare_for_decode(model: nn.Module, precision: str | None = None, *, embedd
 
     precision: the linear layers' weights, "fp32", "bf16", "int8" or "int4"; None keeps the
     model's own (its float dtype, or what quantize.quantize made of it).
-    embedding: the same choice for the tied embedding / output projection (default: as precision).
+    embedding: the same choice for the tied embedding / output projection (default: as precision),
+    or "int8-dynamic": int8 weights multiplied by 8-bit-rounded activations (DynamicInt8Linear;
+    CPU only, elsewhere plain int8), the fastest output projection on an AVX2 CPU.
     On a 2-core AVX2 CPU (benchmarks/RESULTS.md), "int8" decodes ~2.5x faster than the readable
     fp32 model at +0.5% perplexity; "int4" is faster still but costs ~35% perplexity on the 270M
     (notebook 13); `compile=True` adds another ~1.2-1.4x.
     group_size: inputs per int4 scale (32, 64, 128 or 256); smaller is more accurate and bigger.
     compile: also run FastGemma.compile() (torch.compile; slow first call, see there).
     """
-    for name, value in (("precision", precision), ("embedding", embedding)):
-        if value not in (None, *PRECISIONS):
-            raise ValueError(f"{name} must be one of {PRECISIONS} (or None to keep the model's own), got {value!r}")
-    if any(isinstance(m, QuantizedLinear) for m in model.modules()) and (precision or embedding):
+    for name, value, allowed in (("precision", precision, PRECISIONS), ("embedding", embedding, EMBEDDING_PRECISIONS)):
+        if value not in (None, *allowed):
+            raise ValueError(f"{name} must be one of {allowed} (or None to keep the model's own), got {value!r}")
+    converts = precision or embedding not in (None, "int8-dynamic")
+    if any(isinstance(m, QuantizedLinear) for m in model.modules()) and converts:
         raise ValueError("this model is already quantized (minigemma.quantize); call prepare_for_decode "
                          "with precision=None and embedding=None to keep its weights, or start from a float model")
     fast = FastGemma(model, precision, embedding, group_size).eval()

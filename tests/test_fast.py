@@ -228,3 +228,43 @@ def test_real_270m_quantized_fast_paths_agree(gemma3_270m):
         score = score_text(fast, ids)
         assert agreement(score, reference) >= 0.88, fast.precision
         assert score.perplexity < 1.02 * reference.perplexity, fast.precision
+
+
+def test_int8_dynamic_output_projection():
+    """embedding="int8-dynamic": the output projection multiplies the int8 rows by an 8-bit-rounded
+    input (fbgemm); it stays within that rounding of the readable model with the same int8 weights,
+    and the embedding lookup still reads the int8 rows."""
+    from minigemma.fast import DynamicInt8Linear, dynamic_int8_works
+
+    if not dynamic_int8_works(torch.device("cpu")):
+        pytest.skip("this PyTorch has no fbgemm int8 x int8 linear (deprecated quantized tensors removed)")
+    model = random_model("tiny-gemma3")
+    reference = quantize(copy.deepcopy(model), bits=8)
+    for fast in (prepare_for_decode(model, "int8", embedding="int8-dynamic"),
+                 prepare_for_decode(reference, embedding="int8-dynamic")):  # from a quantized model too
+        assert fast.precision == "int8 layers, int8-dynamic embedding"
+        assert isinstance(fast.unembed, DynamicInt8Linear)
+        ids = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(9))
+        with torch.no_grad():
+            expected = reference(ids)
+        got = decode_step_by_step(fast, ids, 10)
+        # Measured 5.0% relative here (random weights, one 8-bit scale over a random 64-wide vector);
+        # a wrong scale or layout gives ~100%.
+        assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.08
+        assert (got.argmax(-1) == expected[:, 10:].argmax(-1)).float().mean() >= 0.8
+
+
+def test_int8_dynamic_falls_back_where_the_kernel_is_missing(monkeypatch):
+    import minigemma.fast as fast_module
+
+    monkeypatch.setattr(fast_module, "dynamic_int8_works", lambda device: False)
+    fast = prepare_for_decode(random_model("tiny-gemma3"), "fp32", embedding="int8-dynamic")
+    assert fast.precision == "fp32 layers, int8 embedding"  # plain int8 weights: same bytes, no activation rounding
+
+
+def test_int8_dynamic_refuses_int4_embedding_and_layers():
+    model = quantize(random_model("tiny-gemma3"), bits=4, group_size=32)
+    with pytest.raises(ValueError, match="int8-dynamic' needs a float or int8 embedding"):
+        prepare_for_decode(model, embedding="int8-dynamic")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        prepare_for_decode(random_model("tiny-gemma3"), "int8-dynamic")
