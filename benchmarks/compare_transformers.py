@@ -32,11 +32,12 @@ def main(argv=None) -> int:
                         "weights saved in its layout (faster to run)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1, help="run all variants this many times round-robin (medians)")
     args = p.parse_args(argv)
     variants = VARIANTS + ["llamacpp"] if speed.llama_cpp_installed() else VARIANTS
     if "llamacpp" not in variants:
         print("llama-cpp-python is not installed: llama.cpp left out (see benchmarks/README.md)", file=sys.stderr)
-    forwarded = ["--variants", ",".join(variants), "--hf-load", args.hf_load, "--repeats", str(args.repeats),
+    forwarded = ["--variants", ",".join(variants), "--hf-load", args.hf_load, "--repeats", str(args.repeats), "--rounds", str(args.rounds),
                  "--threads", str(args.threads), "--table", "short", "--baseline", "hf-fp32,hf-bf16"]
     return speed.main(forwarded)
 

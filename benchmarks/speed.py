@@ -460,6 +460,16 @@ def run_variant(variant: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def merge_rounds(results: list[dict]) -> dict:
+    """One row from a variant's rounds: medians of the speeds and load times, the highest peak memory."""
+    row = dict(results[0])
+    for key in ("load", "prefill", "decode"):
+        row[key] = statistics.median(r[key] for r in results)
+    row["peak_gb"] = max(r["peak_gb"] for r in results)
+    row["rounds"] = [{k: r[k] for k in ("load", "prefill", "decode")} for r in results]
+    return row
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -517,7 +527,10 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="gemma3-270m",
                    help="gemma3-270m (the embedded real weights) or gemma-2b / gemma-7b (random, for a GPU)")
     p.add_argument("--variants", default=None, help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per process (after one warm-up)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole list of variants this many times, round-robin, each in a fresh process; "
+                        "the table shows medians over rounds")
     p.add_argument("--prefill", type=int, default=512, help="prompt tokens for the prefill measurement")
     p.add_argument("--decode", type=int, default=128, help="new tokens for the decode measurement")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
@@ -582,10 +595,12 @@ def main(argv=None) -> int:
         args.hf_dir = prepare_hf_dir(args)
     load_before = os.getloadavg()[0]
     bandwidth_before = read_bandwidth(device)
-    rows = []
-    for v in variants:
-        print(f"running {v} ...", file=sys.stderr, flush=True)
-        rows.append(run_variant(v, args))
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for r in range(args.rounds):  # round-robin: slow drifts of a shared machine hit every variant alike
+        for v in variants:
+            print(f"round {r + 1}/{args.rounds}: running {v} ...", file=sys.stderr, flush=True)
+            runs[v].append(run_variant(v, args))
+    rows = [merge_rounds(runs[v]) for v in variants]
     load_after = os.getloadavg()[0]
     # A shared machine's bandwidth wanders; the higher of two measurements is closer to what the
     # hardware can do, so the bound (and each "% of bound") errs on the strict side.
@@ -597,8 +612,9 @@ def main(argv=None) -> int:
           f"device: {device_description(device)}; torch {torch.__version__}, {threads} threads")
     print(f"read bandwidth (sum of a 1 GiB tensor, median of 7, higher of before/after the runs): "
           f"{bandwidth:.1f} GB/s; load average before/after: {load_before:.2f}/{load_after:.2f}")
+    rounds = f", then the median of {args.rounds} rounds run round-robin" if args.rounds > 1 else ""
     print(f"prefill {args.prefill} tokens (last-position logits), decode {args.decode} tokens greedy, "
-          f"batch 1, median of {args.repeats}; int4 groups of {args.group_size}")
+          f"batch 1, median of {args.repeats}{rounds}; int4 groups of {args.group_size}")
     print()
     baselines = args.baseline.split(",")
     print(table(rows, bandwidth, baselines) if args.table == "full" else short_table(rows, bandwidth, baselines))
