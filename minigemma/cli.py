@@ -28,6 +28,16 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
+FAST = ("fp32", "bf16", "int8", "int4", "int8-dynamic")
+
+
+def _add_fast_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fast", choices=FAST, default=None, metavar="{" + ",".join(FAST) + "}",
+                   help="decode with the fast path (minigemma.fast) and weights in this precision; "
+                        "int8-dynamic: int8 weights, and the output projection through PyTorch's int8 x int8 "
+                        "kernel (fastest on a CPU; benchmarks/RESULTS.md)")
+
+
 def _sampling(args) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -37,7 +47,15 @@ def _load(args):
     import minigemma
 
     dtype = DTYPES[args.dtype] if args.dtype else None
-    return minigemma.load(args.model, device=args.device, dtype=dtype, tokenizer=args.tokenizer)
+    model, tok = minigemma.load(args.model, device=args.device, dtype=dtype, tokenizer=args.tokenizer)
+    if getattr(args, "fast", None):
+        from .fast import prepare_for_decode
+
+        if args.fast == "int8-dynamic":
+            model = prepare_for_decode(model, "int8", embedding="int8-dynamic")
+        else:
+            model = prepare_for_decode(model, args.fast)
+    return model, tok
 
 
 def _stream(piece: str) -> None:
@@ -96,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate", help="continue a prompt, streaming tokens")
     g.add_argument("prompt")
     _add_model_args(g)
+    _add_fast_arg(g)
     _add_sampling_args(g, 64)
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("chat", help="talk to an instruction-tuned model in Gemma's chat format")
     c.add_argument("--system", default=None, help="folded into the first user turn (Gemma has no system role)")
     _add_model_args(c)
+    _add_fast_arg(c)
     _add_sampling_args(c, 256)
     c.set_defaults(func=cmd_chat)
     i = sub.add_parser("info", help="describe a model")

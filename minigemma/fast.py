@@ -96,10 +96,12 @@ class DynamicInt8Linear(nn.Module):
     The input vector is rounded to 8 bits on the fly with one scale per vector, so each dot
     product is int8 x int8 summed in int32: AVX2 does 32 of those multiply-adds per instruction,
     where the weight-only kernel first unpacks every weight into a float. For the 262k x 640 output
-    projection that halves the time on a 2-core AVX2 CPU (benchmarks/RESULTS.md). One scale per
-    vector is too coarse for the decoder layers' inputs (outlier channels; notebook 13, section 6,
-    measured perplexity +65%), but the final-normed state feeding the output projection takes it
-    at +1.5% perplexity (benchmarks/quality.py), which is why only `embedding=` offers it.
+    projection that makes int8 decoding ~1.3x faster (~1.5x compiled) on a 2-core AVX2 CPU
+    (benchmarks/RESULTS.md). One scale per
+    vector is too coarse for the decoder layers' inputs (outlier channels; notebook 13, section 6;
+    perplexity +56% with it in every layer), but the final-normed state feeding the output
+    projection takes it: +1.1% perplexity instead of plain int8's +0.6% (benchmarks/RESULTS.md),
+    which is why only `embedding=` offers it.
     """
 
     bits = 8
@@ -375,9 +377,10 @@ def prepare_for_decode(model: nn.Module, precision: str | None = None, *, embedd
     embedding: the same choice for the tied embedding / output projection (default: as precision),
     or "int8-dynamic": int8 weights multiplied by 8-bit-rounded activations (DynamicInt8Linear;
     CPU only, elsewhere plain int8), the fastest output projection on an AVX2 CPU.
-    On a 2-core AVX2 CPU (benchmarks/RESULTS.md), "int8" decodes ~2.5x faster than the readable
-    fp32 model at +0.5% perplexity; "int4" is faster still but costs ~35% perplexity on the 270M
-    (notebook 13); `compile=True` adds another ~1.2-1.4x.
+    On a 2-core AVX2 CPU (benchmarks/RESULTS.md), "int8" decodes ~3x faster than the readable fp32
+    model at +0.6% perplexity, ~4x with embedding="int8-dynamic" and compile=True (+1.1%); "int4"
+    (groups of 64) is about as fast but costs +43% perplexity on the 270M (notebook 13).
+    `compile=True` adds 1.1-1.5x, after one to three minutes of compilation.
     group_size: inputs per int4 scale (32, 64, 128 or 256); smaller is more accurate and bigger.
     compile: also run FastGemma.compile() (torch.compile; slow first call, see there).
     """

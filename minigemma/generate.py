@@ -47,11 +47,11 @@ def generate_ids(
                          f"{context - len(prompt_ids)}")
     if max_new_tokens == 0 or not prompt_ids:
         return
-    device = model.embed.weight.device
+    cache = model.new_cache(batch=1, max_len=len(prompt_ids) + max_new_tokens)
+    device = cache.k[0].device  # the model's device (a quantized embedding's `.weight` would dequantize)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    cache = model.new_cache(batch=1, max_len=len(prompt_ids) + max_new_tokens)
     # Prefill: the whole prompt in one forward pass fills the cache for every layer.
     logits = model(torch.tensor([prompt_ids], device=device), cache=cache, last_only=True)
     for step in range(max_new_tokens):

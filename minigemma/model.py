@@ -55,7 +55,9 @@ class Gemma(nn.Module):
         return nn.functional.linear(x, self.embed.weight)  # (batch, seq, vocab)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        p = self.embed.weight
+        # The final norm's weight has the activations' device and dtype even when the embedding is
+        # quantized (minigemma.quantize), whose `.weight` would dequantize all 262k rows.
+        p = self.ln_final.weight
         return KVCache(self.config, batch, max_len, device=p.device, dtype=p.dtype)
 
     def num_parameters(self) -> int:

@@ -495,7 +495,7 @@ def score_text(model: nn.Module, ids: list[int], chunk: int = 512) -> TextScore:
     """
     if len(ids) < 2:
         raise ValueError("score_text needs at least two tokens (one to read, one to predict)")
-    cache = _new_cache(model, len(ids))
+    cache = model.new_cache(batch=1, max_len=len(ids))
     device = cache.k[0].device
     nll, predictions = 0.0, []
     for start in range(0, len(ids) - 1, chunk):
@@ -507,17 +507,6 @@ def score_text(model: nn.Module, ids: list[int], chunk: int = 512) -> TextScore:
         predictions.append(logits.argmax(-1).cpu())
     predictions = torch.cat(predictions)
     return TextScore(perplexity=float(torch.tensor(nll / len(predictions)).exp()), predictions=predictions)
-
-
-def _new_cache(model: nn.Module, max_len: int):
-    """model.new_cache, without asking a QuantizedEmbedding for its full float `weight` (a 262k-row
-    dequantization just to learn the dtype and device)."""
-    from .attention import KVCache
-
-    if isinstance(getattr(model, "embed", None), QuantizedEmbedding):
-        device = model.embed.linear.weight.device
-        return KVCache(model.config, 1, max_len, device=device, dtype=model.embed.dtype)
-    return model.new_cache(batch=1, max_len=max_len)
 
 
 def agreement(a: TextScore, b: TextScore) -> float:

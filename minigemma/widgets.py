@@ -60,7 +60,8 @@ def _encode(tok, text: str, max_tokens: int) -> list[int]:
 
 
 def _device(model) -> torch.device:
-    return model.embed.weight.device
+    # Not model.embed.weight: a quantized embedding would dequantize all its rows to answer.
+    return model.new_cache(batch=1, max_len=1).k[0].device
 
 
 class AttentionExplorer(widgets.VBox):

@@ -18,6 +18,16 @@ def test_generate_command_streams_the_same_text_as_the_api(gemma3_270m, capsys):
     assert out == prompt + minigemma.generate(model, tok, prompt, max_new_tokens=12) + "\n"
 
 
+def test_generate_command_fast_path(gemma3_270m, capsys):
+    from minigemma.fast import prepare_for_decode
+
+    model, tok = gemma3_270m
+    prompt = "The capital of France is"
+    assert main(["generate", prompt, "--max-new-tokens", "8", "--fast", "int8"]) == 0
+    expected = minigemma.generate(prepare_for_decode(model, "int8"), tok, prompt, max_new_tokens=8)
+    assert capsys.readouterr().out == prompt + expected + "\n"
+
+
 def test_cli_reports_bad_sampling_parameters(capsys):
     assert main(["generate", "hi", "--temperature", "-1"]) == 2
     assert "temperature must be >= 0" in capsys.readouterr().err

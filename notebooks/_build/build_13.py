@@ -41,7 +41,9 @@ CELLS = [
     - what int8 and int4 cost in quality on the real 270M: perplexity on a text and agreement of the
       next-token predictions with float32;
     - what the fast decoding path (`minigemma.fast`) changes, why each change matters, and how close it
-      gets to the bandwidth limit.
+      gets to the bandwidth limit;
+    - why llama.cpp is faster still on a CPU (8-bit activations in blocks of 32), why rounding
+      Gemma's activations with one scale per vector wrecks the layers, and where it is harmless.
 
     **Builds on** `04_attention` (the KV cache), `06_the_model` (the model these functions rewrite)
     and `08_real_weights` (memory arithmetic, int8 with one scale per row).
@@ -62,6 +64,7 @@ CELLS = [
     import minigemma
     from minigemma.fast import prepare_for_decode
     from minigemma.generate import generate_ids
+    from minigemma.inspection import run_with_cache
     from minigemma.loading.int8 import quantize_rows
     from minigemma.loading.weights import empty_model
     from minigemma.quantize import (agreement, dequantize_int4, quantize, quantize_int4, score_text,
@@ -355,6 +358,84 @@ CELLS = [
     - On a GPU the balance moves again: thousands of cores unpack integers for free, bandwidth is the
       limit, and the per-call overhead is what CUDA graphs remove
       (`benchmarks/speed.py --device cuda --preset gemma-2b`).
+    """),
+    md(r"""
+    ## 6. How llama.cpp goes faster: 8-bit activations, in small blocks
+
+    llama.cpp runs the same GGUF on this CPU about 1.5x faster than our fastest int8 path
+    (`benchmarks/RESULTS.md`), while reading about as many bytes. Its trick is cheaper arithmetic:
+    it rounds the *activation* vector to 8-bit integers too, so a dot product becomes int8 x int8
+    summed in int32, and AVX2 does 32 of those multiply-adds per instruction instead of unpacking every
+    weight into a float first.
+
+    Rounding activations is riskier than rounding weights. Gemma's normalized activations have a few
+    channels far larger than the rest, and with one scale for the whole vector those few set the grid
+    for all 640 values. llama.cpp gives every block of 32 values its own scale. Here is the input of
+    layer 6's MLP for the last token of a sentence:
+    """),
+    code(r"""
+    layer = 6
+    with torch.no_grad():
+        _, acts = run_with_cache(model, check_ids, names_filter=f"blocks.{layer}.hook_resid_mid")
+        x = model.blocks[layer].mlp_norm(acts[f"blocks.{layer}.hook_resid_mid"])[0, -1]  # (640,)
+    w = model.blocks[layer].mlp.gate_proj.weight  # (2048, 640)
+    top = x.abs().topk(4)
+    print("largest |x|:", [f"{v:.1f} (channel {i})" for v, i in zip(top.values.tolist(), top.indices.tolist())])
+    print(f"median |x|: {x.abs().median():.3f}")
+
+    fig, ax = plt.subplots(figsize=(6, 2), dpi=80)
+    ax.bar(range(640), x.abs().numpy(), width=1.0, color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xlabel("channel")
+    ax.set_ylabel("|x|")
+    ax.set_title(f"input of layer {layer}'s MLP, last token", fontsize=9)
+    fig.tight_layout()
+    plt.show()
+    """),
+    md(r"""
+    Round that vector to int8 with one scale (what PyTorch's x86 int8-activation kernel,
+    `torch.ops.quantized.linear_dynamic`, does) and with one scale per block of 32 (llama.cpp's Q8
+    activations), and compare the matmul's output with the exact one. Do the same for the vector the
+    output projection reads, the last layer's output after the final norm:
+    """),
+    code(r"""
+    def int8_activations(v: torch.Tensor, block: int) -> torch.Tensor:
+        # Symmetric int8, one scale per `block` consecutive values, returned dequantized.
+        b = v.reshape(-1, block)
+        scale = b.abs().amax(-1, keepdim=True) / 127
+        return ((b / scale).round() * scale).reshape(-1)
+
+
+    last = f"blocks.{model.config.num_layers - 1}.hook_resid_post"
+    with torch.no_grad():
+        _, acts = run_with_cache(model, check_ids, names_filter=last)
+        x_final = model.ln_final(acts[last])[0, -1]  # (640,) what the output projection multiplies
+    inputs = {f"layer {layer} MLP input": (x, w), "output projection input": (x_final, model.embed.weight)}
+    errors = {}
+    for label, (v, matrix) in inputs.items():
+        with torch.no_grad():
+            exact = matrix @ v
+            for block in (640, 32):
+                errors[label, block] = ((matrix @ int8_activations(v, block) - exact).norm() / exact.norm()).item()
+        print(f"{label:24s} max|x|/median|x| = {v.abs().max() / v.abs().median():6.1f}   relative error: "
+              f"one scale {errors[label, 640]:.2%}, per 32 values {errors[label, 32]:.2%}")
+    assert all(errors[label, 640] > 2 * errors[label, 32] for label in inputs)
+    """),
+    md(r"""
+    Per matmul, one scale per vector costs about three times the error of one scale per block of
+    32, at both places. What differs is what happens to the error next. Inside the layers, each of
+    the 72 matmuls adds its error to the residual stream, and every later layer works on the damaged
+    state: PyTorch's per-vector int8-activation kernel on all the layers was measured at perplexity
+    +56% on the text above (`benchmarks/quality.py`), while llama.cpp's per-block scheme stays within
+    1% of float32. PyTorch has no per-block int8 dot product for x86 CPUs, so the fast path keeps the
+    layers' activations in bf16 and pays in arithmetic: the price of staying in plain PyTorch, and
+    the gap a hand-written SIMD kernel closes.
+
+    The output projection is the last step: its error touches the logits once and goes nowhere else,
+    and its matrix is 63% of the model's bytes. So `prepare_for_decode(model, "int8",
+    embedding="int8-dynamic")` sends *only* the output projection through PyTorch's int8 x int8
+    kernel (`DynamicInt8Linear` in `minigemma/fast.py`): decoding gets ~1.3x faster (~1.5x with
+    `compile=True`) for +1.1% perplexity instead of int8's +0.6% (`benchmarks/RESULTS.md` has both).
 
     ## Summary
 
@@ -363,6 +444,8 @@ CELLS = [
       (groups of 32 less than 64), which is why Gemma's own int4 checkpoints are trained for it.
     - A fast path does not need different math: fused matmuls, work done once per step instead of per
       layer, and fewer bytes per weight.
+    - Rounding activations too makes CPU arithmetic cheaper, but errors inside the layers compound:
+      Gemma's outlier channels need small blocks there; the last matmul can take one scale per vector.
 
     ## Exercises
 
