@@ -97,10 +97,10 @@ class DynamicInt8Linear(nn.Module):
     product is int8 x int8 summed in int32: AVX2 does 32 of those multiply-adds per instruction,
     where the weight-only kernel first unpacks every weight into a float. For the 262k x 640 output
     projection that makes int8 decoding ~1.3x faster (~1.5x compiled) on a 2-core AVX2 CPU
-    (benchmarks/RESULTS.md). One scale per
-    vector is too coarse for the decoder layers' inputs (outlier channels; notebook 13, section 6;
-    perplexity +56% with it in every layer), but the final-normed state feeding the output
-    projection takes it: +1.1% perplexity instead of plain int8's +0.6% (benchmarks/RESULTS.md),
+    (benchmarks/RESULTS.md). In the decoder layers the rounding error of every matmul flows on
+    through the residual stream (and Gemma's outlier channels make one scale per vector coarse):
+    perplexity +56% with it in every layer (notebook 13, section 6). At the output projection it
+    touches only the logits: +1.1% perplexity instead of plain int8's +0.6% (benchmarks/RESULTS.md),
     which is why only `embedding=` offers it.
     """
 
@@ -114,7 +114,7 @@ class DynamicInt8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)
-        # reduce_range=False: all 8 bits for the activations (True, 7 bits, measured worse here).
+        # reduce_range=False: all 8 bits for the activations (True keeps 7; it scored worse here).
         return torch.ops.quantized.linear_dynamic(x2d, self.packed, False).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
