@@ -12,21 +12,9 @@ Keeping the source here makes diffs reviewable and the cells easy to reorder; th
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent  # notebooks/
-
-
-def md(text: str):
-    return new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip())
+from nbcells import code, md, write_notebook
 
 
 # --------------------------------------------------------------------------------------------
@@ -1095,13 +1083,7 @@ NOTEBOOKS = {
 
 def build(key: str) -> Path:
     filename, cells = NOTEBOOKS[key]
-    nb = new_notebook(cells=cells, metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    })
-    path = HERE / filename
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(cells, filename)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,11 @@ Keeping the source here makes diffs reviewable and the cells easy to reorder; th
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent  # notebooks/
-
-
-def md(text: str):
-    return new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip())
+from nbcells import NOTEBOOKS_DIR as HERE
+from nbcells import code, md, write_notebook
 
 
 # --------------------------------------------------------------------------------------------
@@ -1029,14 +1019,7 @@ NOTEBOOKS = {"05": ("05_geglu.ipynb", NB05), "06": ("06_the_model.ipynb", NB06),
 
 def build(key: str) -> Path:
     filename, cells = NOTEBOOKS[key]
-    nb = new_notebook(cells=cells)
-    for i, cell in enumerate(nb.cells):  # stable ids keep rebuilt notebooks diff-friendly
-        cell.id = f"{key}-{i:02d}"
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    path = HERE / filename
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(cells, filename, id_prefix=key)  # stable ids keep rebuilt notebooks diff-friendly
 
 
 def clean(key: str) -> Path:

@@ -9,24 +9,9 @@ and they fall back to the embedded model when run anyway.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent  # notebooks/
-
-
-def md(text: str):
-    return new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str, tags: list[str] | None = None):
-    cell = new_code_cell(textwrap.dedent(text).strip())
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
+from nbcells import code, md, write_notebook
 
 
 CELLS = [
@@ -571,13 +556,7 @@ CELLS = [
 
 
 def build() -> Path:
-    nb = new_notebook(cells=CELLS, metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    })
-    path = HERE / "08_real_weights.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(CELLS, "08_real_weights.ipynb")
 
 
 if __name__ == "__main__":

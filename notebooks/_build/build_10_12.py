@@ -13,21 +13,8 @@ and those outputs are compared.
 from __future__ import annotations
 
 import sys
-import textwrap
-from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent  # notebooks/
-
-
-def md(text: str):
-    return new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip())
+from nbcells import code, md, write_notebook
 
 
 # --------------------------------------------------------------------------------------------
@@ -804,11 +791,7 @@ NOTEBOOKS = {"10": ("10_sampling.ipynb", NB10), "11": ("11_attention_explorer.ip
 def main(which: list[str]) -> None:
     for key in which or list(NOTEBOOKS):
         name, cells = NOTEBOOKS[key]
-        nb = new_notebook(cells=cells)
-        nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-        nb.metadata["language_info"] = {"name": "python"}
-        nbformat.write(nb, HERE / name)
-        print("wrote", HERE / name)
+        print("wrote", write_notebook(cells, name))
 
 
 if __name__ == "__main__":
