@@ -48,7 +48,7 @@ def generate_ids(
     if max_new_tokens == 0 or not prompt_ids:
         return
     cache = model.new_cache(batch=1, max_len=len(prompt_ids) + max_new_tokens)
-    device = cache.k[0].device  # the model's device (a quantized embedding's `.weight` would dequantize)
+    device = model.device
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)

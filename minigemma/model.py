@@ -54,9 +54,14 @@ class Gemma(nn.Module):
         # was measured 100x slower on CPU (DESIGN.md, performance notes).
         return nn.functional.linear(x, self.embed.weight)  # (batch, seq, vocab)
 
+    @property
+    def device(self) -> torch.device:
+        return self.ln_final.weight.device
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         # The final norm's weight has the activations' device and dtype even when the embedding is
-        # quantized (minigemma.quantize), whose `.weight` would dequantize all 262k rows.
+        # quantized (minigemma.quantize), whose `.weight` would dequantize all 262k rows; `device`
+        # above reads it for the same reason.
         p = self.ln_final.weight
         return KVCache(self.config, batch, max_len, device=p.device, dtype=p.dtype)
 

@@ -496,7 +496,7 @@ def score_text(model: nn.Module, ids: list[int], chunk: int = 512) -> TextScore:
     if len(ids) < 2:
         raise ValueError("score_text needs at least two tokens (one to read, one to predict)")
     cache = model.new_cache(batch=1, max_len=len(ids))
-    device = cache.k[0].device
+    device = model.device
     nll, predictions = 0.0, []
     for start in range(0, len(ids) - 1, chunk):
         piece = ids[start:start + chunk]

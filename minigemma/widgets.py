@@ -59,11 +59,6 @@ def _encode(tok, text: str, max_tokens: int) -> list[int]:
     return ids
 
 
-def _device(model) -> torch.device:
-    # Not model.embed.weight: a quantized embedding would dequantize all its rows to answer.
-    return model.new_cache(batch=1, max_len=1).k[0].device
-
-
 class AttentionExplorer(widgets.VBox):
     """One head's attention pattern (pick layer and head) beside a layers x heads summary grid."""
 
@@ -179,7 +174,7 @@ class SamplerPlayground(widgets.VBox):
         self.new_ids: list[int] = []
         self.generator = torch.Generator().manual_seed(self.seed)
         self.cache = self.model.new_cache(batch=1, max_len=len(self.prompt_ids) + self.max_new_tokens)
-        ids = torch.tensor([self.prompt_ids], device=_device(self.model))
+        ids = torch.tensor([self.prompt_ids], device=self.model.device)
         self.logits = self.model(ids, cache=self.cache, last_only=True)[0, -1]  # (vocab,)
         self.step_button.disabled = False
         self._redraw()
@@ -196,7 +191,7 @@ class SamplerPlayground(widgets.VBox):
             self.step_button.disabled = True
         else:
             # Decode: one token in; every earlier key and value comes from the cache.
-            new = torch.tensor([[token]], device=_device(self.model))
+            new = torch.tensor([[token]], device=self.model.device)
             self.logits = self.model(new, cache=self.cache, last_only=True)[0, -1]
         self._redraw()
         return token
@@ -279,7 +274,7 @@ class TokenView(widgets.VBox):
         self.ids = _encode(tok, text, max_tokens)
         self.labels = viz.token_labels(tok, self.ids, max_len=20)
         with torch.no_grad():
-            logits = model(torch.tensor([self.ids], device=_device(model)))[0]
+            logits = model(torch.tensor([self.ids], device=model.device))[0]
         self.stats = viz.token_stats(logits.cpu(), self.ids)
         self.quantity = widgets.Dropdown(options=list(self.stats), value="surprisal", description="colour by")
         self.summary = widgets.HTML()

@@ -265,3 +265,19 @@ def test_real_270m_int4_save_load(gemma3_270m, tmp_path):
     # int4 moves logits more than int8, but the prediction of the last token survives.
     assert got[0, -1].argmax() == reference[0, -1].argmax()
     assert weight_bytes(loaded) < weight_bytes(model) / 5
+
+
+def test_device_and_cache_do_not_dequantize_the_embedding(monkeypatch):
+    """model.device and new_cache read a norm's weight: asking a QuantizedEmbedding for `.weight`
+    would dequantize all its rows (262k for the 270M) on every generate call."""
+    from minigemma.quantize import QuantizedEmbedding
+
+    model = quantize(random_model(), bits=8)
+
+    def refuse(self):
+        raise AssertionError("the full embedding was dequantized")
+
+    monkeypatch.setattr(QuantizedEmbedding, "weight", property(refuse))
+    assert model.device == torch.device("cpu")
+    cache = model.new_cache(batch=1, max_len=4)
+    assert cache.k[0].dtype == torch.float32
