@@ -24,6 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "benchmarks"))  # speed.py's helpers
 
 import minigemma  # noqa: E402
 from minigemma.fast import prepare_for_decode  # noqa: E402
@@ -37,9 +38,9 @@ def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
     except ImportError:
         return None
     import numpy as np
-    from gguf import GGUFReader
 
     from minigemma.loading import embedded_gguf_path
+    from speed import gguf_tensor_bytes
 
     path = embedded_gguf_path()
     llm = Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids), n_ubatch=len(ids),
@@ -48,8 +49,7 @@ def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
     logits = torch.from_numpy(np.array(llm.scores[: len(ids) - 1], dtype=np.float32))  # (n - 1, vocab)
     targets = torch.tensor(ids[1:])
     nll = -logits.log_softmax(-1).gather(1, targets[:, None]).mean()
-    nbytes = sum(int(t.n_bytes) for t in GGUFReader(path).tensors)
-    return TextScore(perplexity=float(nll.exp()), predictions=logits.argmax(-1)), nbytes
+    return TextScore(perplexity=float(nll.exp()), predictions=logits.argmax(-1)), gguf_tensor_bytes()
 
 
 def int8_activations_per_vector(model: torch.nn.Module) -> torch.nn.Module | None:
