@@ -28,6 +28,15 @@ def random_model(name: str, seed: int = 0) -> minigemma.Gemma:
     return model
 
 
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).norm() / expected.norm()).item()
+
+
+def top1_agreement(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """Fraction of positions whose most likely next token is the same."""
+    return (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
+
+
 def decode_step_by_step(model, ids: torch.Tensor, prefix: int) -> torch.Tensor:
     """Prefill `prefix` tokens, then feed the rest one at a time: (1, len - prefix, vocab)."""
     cache = model.new_cache(batch=1, max_len=ids.shape[1])
@@ -73,8 +82,8 @@ def test_bf16_model_matches_readable_bf16(name):
     fast = prepare_for_decode(model)
     assert fast.precision == "bf16"
     got = decode_step_by_step(fast, ids, 8).float()
-    assert (got - expected[:, 8:]).norm() / expected[:, 8:].norm() < 0.02
-    assert (got.argmax(-1) == expected[:, 8:].argmax(-1)).float().mean() >= 0.9
+    assert relative_error(got, expected[:, 8:]) < 0.02
+    assert top1_agreement(got, expected[:, 8:]) >= 0.9
 
 
 @pytest.mark.parametrize("precision,max_rel_error", [("bf16", 0.02), ("int8", 0.03)])
@@ -95,7 +104,7 @@ def test_lower_precision_close_to_readable_with_same_weights(precision, max_rel_
     with torch.no_grad():
         expected = reference(ids)
         got = prepare_for_decode(model, precision)(ids)
-    assert (got - expected).norm() / expected.norm() < max_rel_error
+    assert relative_error(got, expected) < max_rel_error
 
 
 def test_int4_fast_path_matches_readable_int4_model():
@@ -106,7 +115,7 @@ def test_int4_fast_path_matches_readable_int4_model():
     with torch.no_grad():
         expected = model(ids)
     got = decode_step_by_step(fast, ids, 10)
-    assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.03
+    assert relative_error(got, expected[:, 10:]) < 0.03
 
 
 def test_int8_checkpoint_layers_reach_the_int8_kernel():
@@ -129,8 +138,8 @@ def test_int8_checkpoint_layers_reach_the_int8_kernel():
     with torch.no_grad():
         expected = model(ids)
     got = decode_step_by_step(fast, ids, 10)
-    assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.03
-    assert (got.argmax(-1) == expected[:, 10:].argmax(-1)).float().mean() >= 0.9
+    assert relative_error(got, expected[:, 10:]) < 0.03
+    assert top1_agreement(got, expected[:, 10:]) >= 0.9
 
 
 def test_float_layers_with_quantized_embedding():
@@ -144,7 +153,7 @@ def test_float_layers_with_quantized_embedding():
     with torch.no_grad():
         expected = reference(ids)
     got = decode_step_by_step(fast, ids, 5)
-    assert (got - expected[:, 5:]).norm() / expected[:, 5:].norm() < 0.01
+    assert relative_error(got, expected[:, 5:]) < 0.01
     assert list(generate_ids(fast, [2, 7, 9], 12)) == list(generate_ids(reference, [2, 7, 9], 12))
 
 
@@ -250,8 +259,8 @@ def test_int8_dynamic_output_projection():
         got = decode_step_by_step(fast, ids, 10)
         # Measured 5.0% relative here (random weights, one 8-bit scale over a random 64-wide vector);
         # a wrong scale or layout gives ~100%.
-        assert (got - expected[:, 10:]).norm() / expected[:, 10:].norm() < 0.08
-        assert (got.argmax(-1) == expected[:, 10:].argmax(-1)).float().mean() >= 0.8
+        assert relative_error(got, expected[:, 10:]) < 0.08
+        assert top1_agreement(got, expected[:, 10:]) >= 0.8
 
 
 def test_int8_dynamic_falls_back_where_the_kernel_is_missing(monkeypatch):
