@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from minigemma import Gemma, GemmaConfig
+from minigemma import Gemma, GemmaConfig, get_config
 from minigemma.loading.names import hf_names
 
 
@@ -43,6 +43,15 @@ def randomize_(hf, seed: int = 0) -> None:
     with torch.no_grad():
         for p in hf.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def random_model(name: str = "tiny-gemma3", seed: int = 0) -> Gemma:
+    """A preset's minigemma model with random N(0, 0.1) weights, norms included (torch's global seed)."""
+    torch.manual_seed(seed)
+    model = Gemma(get_config(name)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model
 
 
 def minigemma_from_hf(hf, config: GemmaConfig) -> Gemma:

@@ -15,17 +15,10 @@ import minigemma
 from minigemma.fast import FastGemma, prepare_for_decode
 from minigemma.generate import generate_ids
 from minigemma.quantize import quantize
+from reference import random_model
 
 TINY = ["tiny-gemma", "tiny-gemma-mha", "tiny-gemma3"]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def random_model(name: str, seed: int = 0) -> minigemma.Gemma:
-    torch.manual_seed(seed)
-    model = minigemma.Gemma(minigemma.get_config(name)).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:

@@ -25,14 +25,7 @@ from minigemma.quantize import (
     unpack_int4,
     weight_bytes,
 )
-
-
-def random_model(name: str = "tiny-gemma3", seed: int = 0) -> minigemma.Gemma:
-    torch.manual_seed(seed)
-    model = minigemma.Gemma(minigemma.get_config(name)).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model
+from reference import random_model
 
 
 # --- the arithmetic ---------------------------------------------------------------------------
