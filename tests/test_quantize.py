@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import minigemma
 from minigemma.quantize import (
     Int4Linear,
     Int8Linear,
