@@ -262,6 +262,8 @@ class FastGemma(nn.Module):
         self.precision = layers if layers == head else f"{layers} layers, {head} embedding"
         self._thetas = sorted({b.theta for b in self.blocks})
         self._decoder = self._decode  # replaced by a compiled version in compile()
+        self._step = None  # compile(): the static-shape decoding step
+        self._cuda_graphs, self._static_cache = False, None
 
     def linear(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out) through `layer`, in the input dtype its kernel wants, back to x's."""
@@ -274,19 +276,59 @@ class FastGemma(nn.Module):
         return self.final_gain.device
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
+        if self._step is None:
+            return KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
+        # With the static step (compile() on a GPU) every decoding step attends over the whole cache,
+        # so its length is rounded up to a multiple of 256: nearby lengths share one compilation.
+        max_len = min(-(-max_len // 256) * 256, max(max_len, self.config.max_position_embeddings))
+        reuse = self._static_cache
+        if not self._cuda_graphs or reuse is None or reuse.k[0].shape[0] != batch or reuse.max_len < max_len:
+            reuse = KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
+            if self._cuda_graphs:
+                # A CUDA graph replays fixed addresses: the cache is an input it writes in place, so
+                # it must stay where it was recorded. One cache is kept and handed out again.
+                for t in reuse.k + reuse.v:
+                    torch._dynamo.mark_static_address(t)
+                self._static_cache = reuse
+        reuse.length = 0  # stale keys past `length` are masked out, never read
+        return reuse
 
-    def compile(self) -> "FastGemma":
+    def compile(self, cuda_graphs: bool | None = None) -> "FastGemma":
         """Let torch.compile (inductor) fuse the small elementwise kernels between the matmuls.
 
         It removes most of the remaining per-step Python overhead, at the price of a minute or
         two of compilation on first use (and one more for the first prompt of a new length class).
+
+        cuda_graphs (default: on a CUDA GPU): also record each decoding step as a CUDA graph
+        (mode="reduce-overhead"), so a step costs one graph launch instead of hundreds of kernel
+        launches of ~5 us of CPU time each: at batch 1 on a GPU, that overhead is otherwise the
+        limit, not memory. A graph replays fixed shapes and addresses, which `_decode` (it slices
+        the cache to the current length) does not have: see `_decode_static`. Then `new_cache`
+        hands out the same buffers every time, so one generation at a time.
         """
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the model on a CUDA GPU, and this one is on {self.device}; "
+                             "move it with model.to('cuda') before prepare_for_decode, or pass cuda_graphs=False")
         # One eager step first: it makes the int8/int4 layers build their kernel layouts, Python
         # bookkeeping that would otherwise land inside the compiled graph.
         self._decode(torch.zeros(1, 1, dtype=torch.long, device=self.device), None, 0, True)
         self._decoder = torch.compile(self._decode, dynamic=True)
+        if cuda_graphs:
+            self._compile_static_step(cuda_graphs=True)
         return self
+
+    def _compile_static_step(self, cuda_graphs: bool) -> None:
+        """Decoding steps through `_decode_static`, compiled once for all positions.
+
+        On a CPU this works too (tests/test_fast.py checks it there) but measured no faster than
+        `_decode` compiled (24.6 vs 23.2 tok/s, within the machine's noise; benchmarks/RESULTS.md),
+        and it costs a second compilation, so compile() uses it only for CUDA graphs.
+        """
+        self._step = torch.compile(self._decode_static, dynamic=False,
+                                   mode="reduce-overhead" if cuda_graphs else None)
+        self._cuda_graphs, self._static_cache = cuda_graphs, None
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
@@ -295,7 +337,19 @@ class FastGemma(nn.Module):
         if start + input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {start + input_ids.shape[1]} tokens is longer than the model's "
                              f"context of {self.config.max_position_embeddings}; shorten the prompt or max_new_tokens")
-        logits = self._decoder(input_ids, cache, start, last_only)
+        if self._step is not None and cache is not None and input_ids.shape[1] == 1:
+            if start >= cache.max_len:
+                raise ValueError(f"KV cache holds {cache.max_len} positions but position {start} was requested; "
+                                 "create the cache with a larger max_len")
+            position = torch.tensor([start], device=self.device)
+            if self._cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+                # The graph's output lives in memory the next replay overwrites: hand out a copy.
+                logits = self._step(input_ids, cache.k, cache.v, position).clone()
+            else:
+                logits = self._step(input_ids, cache.k, cache.v, position)
+        else:
+            logits = self._decoder(input_ids, cache, start, last_only)
         if cache is not None:
             cache.length = start + input_ids.shape[1]
         return logits
@@ -319,19 +373,9 @@ class FastGemma(nn.Module):
                 masks[window] = attention_mask(positions, k_pos, window)
 
         x = self.embed(input_ids).to(self.dtype) * self.normalizer  # (batch, seq, hidden)
-        h, kv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        h, kv = cfg.num_heads, cfg.num_kv_heads
         for i, b in enumerate(self.blocks):
-            a = rms_norm(x, b.attn_norm, self.eps)
-            qkv = self.linear(b.qkv, a)  # (batch, seq, (h + 2 kv) * d)
-            qk = qkv[..., : (h + kv) * d].view(batch, seq, h + kv, d)
-            v = qkv[..., (h + kv) * d:].view(batch, seq, kv, d)
-            if b.qk_norm:  # in float32, gains and the attention scale included, as RMSNorm does
-                qk = (F.rms_norm(qk.float(), (d,), None, self.eps) * b.qk_gain).to(qk.dtype)
-            else:
-                qk = (qk.float() * b.qk_gain).to(qk.dtype)
-            qk = apply_rope(qk, *rope[b.theta])
-            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)  # (batch, heads, seq, d)
-            v = v.transpose(1, 2)
+            q, k, v = self._queries_keys_values(b, x, rope[b.theta])
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (batch, kv, end, d)
             if seq == 1:
@@ -341,28 +385,74 @@ class FastGemma(nn.Module):
             else:
                 z = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[b.window], scale=1.0,
                                                    enable_gqa=kv != h)
-            z = z.transpose(1, 2).reshape(batch, seq, h * d)
-            o = self.linear(b.o, z)
-            x = x + (rms_norm(o, b.post_attn_norm, self.eps) if b.post_attn_norm is not None else o)
-            gate, up = self.linear(b.gate_up, rms_norm(x, b.mlp_norm, self.eps)).chunk(2, dim=-1)
-            m = self.linear(b.down, gelu_tanh(gate) * up)
-            x = x + (rms_norm(m, b.post_mlp_norm, self.eps) if b.post_mlp_norm is not None else m)
+            x = self._output_and_mlp(b, x, z)
         if last_only:
             x = x[:, -1:]
         return self.linear(self.unembed, rms_norm(x, self.final_gain, self.eps))  # (batch, seq, vocab)
 
+    def _decode_static(self, input_ids: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                       position: torch.Tensor) -> torch.Tensor:
+        """One decoding step whose shapes do not depend on the position (for compile(); see there).
 
-def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention of one new query per head over the cached keys, grouped-query, no mask.
+        input_ids (batch, 1); keys/values: the cache's whole buffers, (batch, kv, max_len, d) per
+        layer, written in place at `position` (a (1,) tensor). -> logits (batch, 1, vocab).
+        """
+        cfg = self.config
+        rope = {theta: tuple(t[:, None, :] for t in rope_cos_sin(position, cfg.head_dim, theta))
+                for theta in self._thetas}
+        # Which cache slots this query may read: written ones (<= position), and for a local
+        # layer only the last `window` of them. Slots past `position` hold stale or zero keys.
+        k_pos = torch.arange(keys[0].shape[2], device=input_ids.device)
+        visible = {w: attention_mask(position, k_pos, w)[0] for w in {b.window for b in self.blocks}}  # (max_len,)
+        x = self.embed(input_ids).to(self.dtype) * self.normalizer  # (batch, 1, hidden)
+        for i, b in enumerate(self.blocks):
+            q, k, v = self._queries_keys_values(b, x, rope[b.theta])
+            keys[i].index_copy_(2, position, k)  # in place: the same buffer at every step
+            values[i].index_copy_(2, position, v)
+            z = _decode_attention(q, keys[i], values[i], visible[b.window])
+            x = self._output_and_mlp(b, x, z)
+        return self.linear(self.unembed, rms_norm(x, self.final_gain, self.eps))  # (batch, 1, vocab)
+
+    def _queries_keys_values(self, b: FastBlock, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]):
+        """The attention's inputs for x (batch, seq, hidden): q (batch, heads, seq, d), k and v
+        (batch, kv, seq, d), normed, scaled and rotated."""
+        batch, seq, _ = x.shape
+        h, kv, d = self.config.num_heads, self.config.num_kv_heads, self.config.head_dim
+        qkv = self.linear(b.qkv, rms_norm(x, b.attn_norm, self.eps))  # (batch, seq, (h + 2 kv) * d)
+        qk = qkv[..., : (h + kv) * d].view(batch, seq, h + kv, d)
+        v = qkv[..., (h + kv) * d:].view(batch, seq, kv, d)
+        if b.qk_norm:  # in float32, gains and the attention scale included, as RMSNorm does
+            qk = (F.rms_norm(qk.float(), (d,), None, self.eps) * b.qk_gain).to(qk.dtype)
+        else:
+            qk = (qk.float() * b.qk_gain).to(qk.dtype)
+        qk = apply_rope(qk, *cos_sin)
+        return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), v.transpose(1, 2)
+
+    def _output_and_mlp(self, b: FastBlock, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer: attention output z (batch, heads, seq, d) through o, then the MLP,
+        each added to the residual stream x (batch, seq, hidden)."""
+        batch, seq, _ = x.shape
+        o = self.linear(b.o, z.transpose(1, 2).reshape(batch, seq, -1))
+        x = x + (rms_norm(o, b.post_attn_norm, self.eps) if b.post_attn_norm is not None else o)
+        gate, up = self.linear(b.gate_up, rms_norm(x, b.mlp_norm, self.eps)).chunk(2, dim=-1)
+        m = self.linear(b.down, gelu_tanh(gate) * up)
+        return x + (rms_norm(m, b.post_mlp_norm, self.eps) if b.post_mlp_norm is not None else m)
+
+
+def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of one new query per head over the cached keys, grouped-query.
 
     q (batch, heads, 1, d); k, v (batch, kv, n, d) -> (batch, heads, 1, d). Each kv head serves
     its group of query heads: put the group in the "query" dimension and it is a plain matmul,
-    with no copy of k or v per head.
+    with no copy of k or v per head. visible (n,): which keys to attend to (default: all).
     """
     batch, heads, _, d = q.shape
     kv = k.shape[1]
     qg = q.reshape(batch, kv, heads // kv, d)  # (batch, kv, group, d)
     scores = (qg @ k.transpose(-1, -2)).float()  # (batch, kv, group, n); the scale is already in q
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
     z = scores.softmax(dim=-1).to(v.dtype) @ v  # (batch, kv, group, d)
     return z.reshape(batch, heads, 1, d)
 

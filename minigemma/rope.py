@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+def rope_frequencies(head_dim: int, theta: float, device: torch.device | str | None = None) -> torch.Tensor:
     """Angular speed of each channel pair: theta^(-2i/d) for i in [0, d/2). Shape (head_dim // 2,)."""
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
     return 1.0 / (theta ** exponents)
 
 
@@ -22,7 +22,8 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     Pitfall 4: positions stay integers and the angles are computed in float32. In bf16 a
     position like 5000 is not even representable exactly, and the rotation would drift.
     """
-    freqs = rope_frequencies(head_dim, theta).to(positions.device)
+    # Made on positions' device: a CUDA graph cannot contain a copy from the CPU (fast.py).
+    freqs = rope_frequencies(head_dim, theta, positions.device)
     angles = positions.to(torch.float32)[:, None] * freqs[None, :]  # (seq, head_dim // 2)
     # The "rotate-half" layout (gemma_pytorch, transformers, llama.cpp for Gemma): channel i is
     # paired with channel i + head_dim/2, so both halves use the same angles.

@@ -150,19 +150,69 @@ def test_float_layers_with_quantized_embedding():
     assert list(generate_ids(fast, [2, 7, 9], 12)) == list(generate_ids(reference, [2, 7, 9], 12))
 
 
-def test_compiled_fast_path_gives_the_same_tokens():
-    """torch.compile (inductor) of the decoding step: same greedy tokens, logits to float rounding.
+@pytest.mark.parametrize("name", TINY)
+def test_static_decoding_step_matches_the_sliced_one(name):
+    """The step compile() uses: whole cache plus a mask from a position tensor, written in place.
 
-    On the 2-layer config, as compilation time grows with the layers (~1 min here on 2 CPU cores).
+    Past tiny-gemma3's window (8), and with garbage in the cache slots not yet written (a reused
+    cache holds the last generation's keys there): the mask must hide them."""
+    model = random_model(name)
+    fast = prepare_for_decode(model, "fp32")
+    ids = torch.randint(0, 512, (1, 30), generator=torch.Generator().manual_seed(9))
+    expected = decode_step_by_step(fast, ids, 12)
+    cache = fast.new_cache(batch=1, max_len=40)
+    for t in cache.k + cache.v:
+        t.normal_(0, 100.0)
+    got = []
+    with torch.no_grad():
+        fast(ids[:, :12], cache=cache)
+        for i in range(12, 30):
+            got.append(fast._decode_static(ids[:, i:i + 1], cache.k, cache.v, torch.tensor([i])))
+    torch.testing.assert_close(torch.cat(got, dim=1), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["compiled", "compiled-static-step"])
+def test_compiled_fast_path_gives_the_same_tokens(static):
+    """torch.compile (inductor): same greedy tokens, logits to float rounding, and no recompilation
+    from one decoding step to the next, nor for a prompt one token longer.
+
+    static: decoding steps through the step that CUDA graphs record (compile(cuda_graphs=True) on a
+    GPU), compiled here on the CPU without the graphs: its shapes must not depend on the position.
+    tiny-gemma3 (2 layers, one local with a window of 8, QK norms): ~1 min each on 2 CPU cores.
     """
-    model = random_model("tiny-gemma")
+    model = random_model("tiny-gemma3")
     eager = prepare_for_decode(model, "int8")
     compiled = prepare_for_decode(model, "int8", compile=True)
+    if static:
+        compiled._compile_static_step(cuda_graphs=False)
     prompt = [2, 40, 41, 300, 7]
     assert list(generate_ids(compiled, prompt, 12)) == list(generate_ids(eager, prompt, 12))
+    torch.compiler.set_stance("fail_on_recompile")
+    try:  # 30 more steps, past the window, and another prompt length: compiled once is enough
+        assert list(generate_ids(compiled, prompt + [8], 30)) == list(generate_ids(eager, prompt + [8], 30))
+    finally:
+        torch.compiler.set_stance("default")
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(decode_step_by_step(compiled, ids, 6), decode_step_by_step(eager, ids, 6),
                                atol=1e-3, rtol=1e-3)
+
+
+def test_cuda_graphs_need_a_gpu():
+    fast = prepare_for_decode(random_model("tiny-gemma"), "fp32")
+    with pytest.raises(ValueError, match="CUDA graphs need the model on a CUDA GPU.*cuda_graphs=False"):
+        fast.compile(cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graphs_give_the_same_tokens():
+    """On a GPU compile() records each decoding step as a CUDA graph: same tokens as eager, twice
+    in a row (the second generation reuses the recorded graph and the same cache buffers)."""
+    model = random_model("tiny-gemma3").to("cuda")
+    eager = prepare_for_decode(model, "fp32")
+    graphs = prepare_for_decode(model, "fp32", compile=True)
+    assert graphs._cuda_graphs
+    for prompt in ([2, 40, 41, 300, 7], [2, 9, 8]):
+        assert list(generate_ids(graphs, prompt, 20)) == list(generate_ids(eager, prompt, 20))
 
 
 def test_prepare_leaves_the_model_alone():

@@ -341,8 +341,10 @@ CELLS = [
       each. `prepare_for_decode(..., compile=True)` lets `torch.compile` fuse them (a minute or two of
       compilation on first use) for another 1.2-1.4x.
     - On a GPU the balance moves again: thousands of cores unpack integers for free, bandwidth is the
-      limit, and the per-call overhead is what CUDA graphs remove
-      (`benchmarks/speed.py --device cuda --preset gemma-2b`).
+      limit, and the per-call overhead is what CUDA graphs remove: there `compile=True` records each
+      decoding step as one graph, replayed with one launch. A graph replays fixed shapes, so that step
+      attends over the whole preallocated cache with a mask instead of slicing the cache to the
+      current length (`FastGemma._decode_static`; `benchmarks/speed.py --device cuda --preset gemma-2b`).
     """),
     md(r"""
     ## 6. How llama.cpp goes faster: 8-bit activations, in small blocks
