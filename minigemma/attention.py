@@ -38,14 +38,18 @@ class KVCache:
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (batch, kv_heads, new, head_dim) at `start` and return all keys/values so far."""
         end = start + k.shape[2]
+        self.check_room(end)
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def check_room(self, end: int) -> None:
+        """Raise a clear error if positions up to `end` (exclusive) do not fit."""
         if end > self.max_len:
             raise ValueError(
                 f"KV cache holds {self.max_len} positions but position {end - 1} was requested; "
                 "create the cache with a larger max_len"
             )
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

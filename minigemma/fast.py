@@ -281,17 +281,17 @@ class FastGemma(nn.Module):
         # With the static step (compile() on a GPU) every decoding step attends over the whole cache,
         # so its length is rounded up to a multiple of 256: nearby lengths share one compilation.
         max_len = min(-(-max_len // 256) * 256, max(max_len, self.config.max_position_embeddings))
-        reuse = self._static_cache
-        if not self._cuda_graphs or reuse is None or reuse.k[0].shape[0] != batch or reuse.max_len < max_len:
-            reuse = KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
+        cache = self._static_cache  # kept only with CUDA graphs
+        if cache is None or cache.k[0].shape[0] != batch or cache.max_len < max_len:
+            cache = KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
             if self._cuda_graphs:
                 # A CUDA graph replays fixed addresses: the cache is an input it writes in place, so
                 # it must stay where it was recorded. One cache is kept and handed out again.
-                for t in reuse.k + reuse.v:
+                for t in cache.k + cache.v:
                     torch._dynamo.mark_static_address(t)
-                self._static_cache = reuse
-        reuse.length = 0  # stale keys past `length` are masked out, never read
-        return reuse
+                self._static_cache = cache
+        cache.length = 0  # stale keys past `length` are masked out, never read
+        return cache
 
     def compile(self, cuda_graphs: bool | None = None) -> "FastGemma":
         """Let torch.compile (inductor) fuse the small elementwise kernels between the matmuls.
@@ -338,9 +338,7 @@ class FastGemma(nn.Module):
             raise ValueError(f"sequence of {start + input_ids.shape[1]} tokens is longer than the model's "
                              f"context of {self.config.max_position_embeddings}; shorten the prompt or max_new_tokens")
         if self._step is not None and cache is not None and input_ids.shape[1] == 1:
-            if start >= cache.max_len:
-                raise ValueError(f"KV cache holds {cache.max_len} positions but position {start} was requested; "
-                                 "create the cache with a larger max_len")
+            cache.check_room(start + 1)  # else index_copy_ past the end fails with an opaque index error
             position = torch.tensor([start], device=self.device)
             if self._cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
@@ -359,18 +357,9 @@ class FastGemma(nn.Module):
         batch, seq = input_ids.shape
         end = start + seq
         positions = torch.arange(start, end, device=input_ids.device)
-        # Once per step instead of once per layer: the angles depend only on position and base.
-        rope = {}
-        for theta in self._thetas:
-            cos, sin = rope_cos_sin(positions, cfg.head_dim, theta)
-            rope[theta] = (cos[:, None, :], sin[:, None, :])  # (seq, 1, head_dim): broadcast over heads
-        # One token looking back needs no mask: the cache holds only the past. With more tokens,
-        # build the causal mask (and the windowed one) once for every layer.
-        masks = {}
-        if seq > 1:
-            k_pos = torch.arange(end, device=input_ids.device)
-            for window in {b.window for b in self.blocks}:
-                masks[window] = attention_mask(positions, k_pos, window)
+        rope = self._rope_tables(positions)
+        # One token looking back needs no mask: the cache holds only the past.
+        masks = self._masks(positions, end) if seq > 1 else {}
 
         x = self.embed(input_ids).to(self.dtype) * self.normalizer  # (batch, seq, hidden)
         h, kv = cfg.num_heads, cfg.num_kv_heads
@@ -397,21 +386,33 @@ class FastGemma(nn.Module):
         input_ids (batch, 1); keys/values: the cache's whole buffers, (batch, kv, max_len, d) per
         layer, written in place at `position` (a (1,) tensor). -> logits (batch, 1, vocab).
         """
-        cfg = self.config
-        rope = {theta: tuple(t[:, None, :] for t in rope_cos_sin(position, cfg.head_dim, theta))
-                for theta in self._thetas}
+        rope = self._rope_tables(position)
         # Which cache slots this query may read: written ones (<= position), and for a local
         # layer only the last `window` of them. Slots past `position` hold stale or zero keys.
-        k_pos = torch.arange(keys[0].shape[2], device=input_ids.device)
-        visible = {w: attention_mask(position, k_pos, w)[0] for w in {b.window for b in self.blocks}}  # (max_len,)
+        masks = self._masks(position, keys[0].shape[2])  # (1, max_len) per window
         x = self.embed(input_ids).to(self.dtype) * self.normalizer  # (batch, 1, hidden)
         for i, b in enumerate(self.blocks):
             q, k, v = self._queries_keys_values(b, x, rope[b.theta])
             keys[i].index_copy_(2, position, k)  # in place: the same buffer at every step
             values[i].index_copy_(2, position, v)
-            z = _decode_attention(q, keys[i], values[i], visible[b.window])
+            z = _decode_attention(q, keys[i], values[i], masks[b.window][0])
             x = self._output_and_mlp(b, x, z)
         return self.linear(self.unembed, rms_norm(x, self.final_gain, self.eps))  # (batch, 1, vocab)
+
+    def _rope_tables(self, positions: torch.Tensor) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+        """cos, sin (seq, 1, head_dim) for each RoPE base, broadcast over heads: once per step
+        instead of once per layer, as the angles depend only on position and base."""
+        tables = {}
+        for theta in self._thetas:
+            cos, sin = rope_cos_sin(positions, self.config.head_dim, theta)
+            tables[theta] = (cos[:, None, :], sin[:, None, :])
+        return tables
+
+    def _masks(self, positions: torch.Tensor, n_keys: int) -> dict[int | None, torch.Tensor]:
+        """The (seq, n_keys) causal mask for each window size in the model (None: global layers),
+        built once per step for every layer."""
+        k_pos = torch.arange(n_keys, device=positions.device)
+        return {window: attention_mask(positions, k_pos, window) for window in {b.window for b in self.blocks}}
 
     def _queries_keys_values(self, b: FastBlock, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]):
         """The attention's inputs for x (batch, seq, hidden): q (batch, heads, seq, d), k and v

@@ -197,6 +197,23 @@ def test_compiled_fast_path_gives_the_same_tokens(static):
                                atol=1e-3, rtol=1e-3)
 
 
+def test_a_full_cache_says_so():
+    """Readable model, fast path, and the static step (uncompiled here): one clear error."""
+    from minigemma.attention import KVCache
+
+    model = random_model("tiny-gemma3")
+    fast = prepare_for_decode(model, "fp32")
+    static = prepare_for_decode(model, "fp32")
+    static._step = static._decode_static  # what compile(cuda_graphs=True) compiles
+    for m in (model, fast, static):
+        cache = KVCache(model.config, batch=1, max_len=4)  # (new_cache rounds the static step's up)
+        with torch.no_grad():
+            m(torch.tensor([[2, 5, 6, 7]]), cache=cache)
+            with pytest.raises(ValueError, match="KV cache holds 4 positions but position 4 was requested; "
+                                                 "create the cache with a larger max_len"):
+                m(torch.tensor([[8]]), cache=cache)
+
+
 def test_cuda_graphs_need_a_gpu():
     fast = prepare_for_decode(random_model("tiny-gemma"), "fp32")
     with pytest.raises(ValueError, match="CUDA graphs need the model on a CUDA GPU.*cuda_graphs=False"):
