@@ -349,6 +349,9 @@ class BPETokenizer:
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         """Text -> ids, exactly as `sentencepiece.SentencePieceProcessor.encode`. No BOS unless asked."""
+        from .tokenizer import check_text  # (tokenizer.py imports this module)
+
+        check_text(text, "the text to encode")  # the same clear error as the library backend
         ids = [self.bos_id] if add_bos else []
         normalized = self.normalize(text)
         if self._has_unused:

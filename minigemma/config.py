@@ -8,7 +8,12 @@ know is a field here, so the modules never derive a size on their own (see `head
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+import reprlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,74 @@ class GemmaConfig:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
-        if self.num_heads % self.num_kv_heads != 0:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}): "
-                "each key/value head is shared by a whole group of query heads"
-            )
-        if self.architecture not in ("gemma", "gemma3"):
-            raise ValueError(f"architecture must be 'gemma' or 'gemma3', got {self.architecture!r}")
+        check_fields(vars(self))  # before any module is built from these numbers
+
+
+def is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # True is an int to Python, never a size
+
+
+def is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _size(limit: int) -> tuple[Callable[[object], bool], str]:
+    # The limits are far above any Gemma's (vocabulary 262k, 62 layers) but keep a typo such as
+    # 10**20 layers from building modules for minutes or overflowing torch's 64-bit sizes.
+    return (lambda v: is_int(v) and 0 < v <= limit, f"a positive int up to {limit:,}")
+
+
+_POSITIVE_NUMBER = (lambda v: is_number(v) and v > 0, "a positive number")
+_TOKEN_ID = (lambda v: is_int(v) and v >= 0, "a token id (an int >= 0)")
+_FLAG = (lambda v: isinstance(v, bool), "a bool")
+_LENGTH = _size(2**24)  # positions, in tokens
+# field: (test, what the field must be)
+_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "architecture": (lambda v: v in ("gemma", "gemma3"), "'gemma' or 'gemma3'"),
+    "vocab_size": _size(2**20), "hidden_size": _size(2**17), "intermediate_size": _size(2**17),
+    "num_layers": _size(512), "num_heads": _size(1024), "num_kv_heads": _size(1024),
+    "head_dim": (lambda v: _size(4096)[0](v) and v % 2 == 0, "a positive even int up to 4,096 (RoPE rotates pairs)"),
+    "max_position_embeddings": _LENGTH,
+    "rms_norm_eps": _POSITIVE_NUMBER, "rope_theta": _POSITIVE_NUMBER, "rope_local_theta": _POSITIVE_NUMBER,
+    "query_pre_attn_scalar": (lambda v: v is None or _POSITIVE_NUMBER[0](v), "a positive number or null"),
+    "sliding_window": (lambda v: v is None or _LENGTH[0](v), f"{_LENGTH[1]} (tokens) or null"),
+    "sliding_window_pattern": _LENGTH,
+    "qk_norm": _FLAG, "post_norms": _FLAG,
+    "bos_id": _TOKEN_ID, "eos_id": _TOKEN_ID, "pad_id": _TOKEN_ID,
+}
+
+
+def check_fields(fields: Mapping[str, object], where: str = "GemmaConfig", keys: Mapping[str, str] | None = None,
+                 fix: str = "") -> None:
+    """Raise a ConfigError for the first field of the wrong type, out of range, or inconsistent.
+
+    `where` names the source (a config.json path), `keys` the fields as that source names them
+    (config.json's 'num_hidden_layers' is our num_layers), so that the message speaks its language;
+    `fix` is appended. A bad value caught here would otherwise surface much later as a
+    ZeroDivisionError while building the model, or a TypeError deep inside generate.
+    """
+    keys = keys or {}
+    fields = {f.name: f.default for f in dataclasses.fields(GemmaConfig)} | dict(fields)  # a source may omit some
+
+    def bad(field: str, expected: str) -> ConfigError:
+        return field_error(where, keys.get(field, field), fields[field], expected, fix)
+
+    for field, (ok, expected) in _RULES.items():
+        if not ok(fields[field]):
+            raise bad(field, expected)
+    if fields["num_heads"] % fields["num_kv_heads"]:
+        raise bad("num_kv_heads", f"a divisor of {keys.get('num_heads', 'num_heads')!r} ({fields['num_heads']}): "
+                                  "each key/value head is shared by a whole group of query heads")
+    for field in ("bos_id", "eos_id", "pad_id"):
+        if fields[field] >= fields["vocab_size"]:
+            raise bad(field, f"an id below {keys.get('vocab_size', 'vocab_size')!r} ({fields['vocab_size']})")
+
+
+def field_error(where: str, key: str, value: object, expected: str, fix: str = "") -> ConfigError:
+    """The ConfigError "<where>: 'key' is <value>, expected <expected>. <fix>", for every bad field alike."""
+    message = f"{where}: {key!r} is {reprlib.repr(value)}, expected {expected}."  # reprlib: a long list is cut
+    return ConfigError(f"{message} {fix}" if fix else message)
 
 
 PRESETS: dict[str, GemmaConfig] = {
@@ -102,6 +168,6 @@ def get_config(name: str) -> GemmaConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
         ) from None

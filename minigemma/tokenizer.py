@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 # Piece types (GGUF's `tokenizer.ggml.token_type` uses SentencePiece's numbers) and the "▁".
 # minigemma.bpe is pure Python: importing from it does not pull in sentencepiece.
 from .bpe import BYTE, SPACE, UNKNOWN, USER_DEFINED, MissingPieceError
+from .errors import ArgumentError, CheckpointError, ModelNotFoundError
 
 BACKENDS = ("sentencepiece", "python")
 
@@ -69,6 +70,27 @@ class Tokenizer(Protocol):
     # no such piece, so getattr(tok, "end_of_turn_id", None) gives None for non-chat vocabularies.
 
 
+def check_text(text: str, what: str = "the prompt") -> None:
+    """Raise ArgumentError unless `text` is a str that can be written as UTF-8.
+
+    Python keeps bytes it could not decode (a prompt typed in a Latin-1 terminal, say) as lone
+    "surrogate" characters, U+DC80 to U+DCFF; no tokenizer can encode them. We refuse them
+    rather than guess which characters were meant.
+    """
+    if not isinstance(text, str):
+        raise ArgumentError(f"{what} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = ord(text[err.start])
+        if 0xDC80 <= bad <= 0xDCFF:
+            found = f"the byte 0x{bad - 0xDC00:02x}, which is not UTF-8"
+        else:
+            found = f"U+{bad:04X}, half of a UTF-16 surrogate pair"
+        raise ArgumentError(f"{what} is not valid text: character {err.start} is {found}; "
+                            "send UTF-8 (check the terminal's or the file's encoding)") from None
+
+
 class SentencePieceTokenizer:
     """`Tokenizer` on top of `sentencepiece.SentencePieceProcessor` (a `.model` path or its bytes)."""
 
@@ -88,6 +110,7 @@ class SentencePieceTokenizer:
         self.unk_id: int = self._sp.unk_id()
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        check_text(text, "the text to encode")  # sentencepiece's C++ would fail with a cryptic cast error
         ids = self._sp.encode(text)
         return [self.bos_id, *ids] if add_bos else ids
 
@@ -125,24 +148,29 @@ def load_tokenizer(model_file: str | Path, backend: str = "sentencepiece") -> To
     the same ids; slower, but every step can be read and stepped through).
     """
     if backend not in BACKENDS:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown tokenizer backend {backend!r}; choose 'sentencepiece' (the C++ library) "
             "or 'python' (minigemma.bpe, pure Python, same ids)"
         )
     path = Path(model_file)
     if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer model at {path}; expected a SentencePiece tokenizer.model file")
+        raise ModelNotFoundError(f"no tokenizer model at {path}; expected a SentencePiece tokenizer.model file")
     with path.open("rb") as f:
         if f.read(4) == b"GGUF":
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is a GGUF checkpoint, not a tokenizer.model. Build one from it with "
                 "minigemma.tokenizer.tokenizer_model_from_gguf(path) (minigemma.load does this for you)."
             )
-    if backend == "python":
-        from .bpe import BPETokenizer
+    try:
+        if backend == "python":
+            from .bpe import BPETokenizer
 
-        return BPETokenizer(path)
-    return SentencePieceTokenizer(path)
+            return BPETokenizer(path)
+        return SentencePieceTokenizer(path)
+    except (RuntimeError, ValueError, OSError, IndexError, KeyError) as e:  # the library's and our parser's
+        raise CheckpointError(f"{path} is not a readable SentencePiece tokenizer.model ({type(e).__name__}: {e}); "
+                              "the file is truncated or corrupt: copy the tokenizer.model that came with the "
+                              "weights again") from e
 
 
 # --------------------------------------------------------------------------------------------

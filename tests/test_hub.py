@@ -115,6 +115,7 @@ def fake_hub(monkeypatch, files: Path | None, tmp_path: Path, error: Exception |
         return str(target)
 
     monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(hub, "check_reachable", lambda repo_id, revision=None: None)  # the Hub "answers"
     return calls
 
 

@@ -419,8 +419,8 @@ def test_misshaped_fused_qkv(tiny_ckpt_state, spm_model, tmp_path):
     qkv = tiny_ckpt_state["model.layers.0.self_attn.qkv_proj.weight"]
     tiny_ckpt_state["model.layers.0.self_attn.qkv_proj.weight"] = torch.cat([qkv, qkv[:16]])
     path = save_ckpt(tiny_ckpt_state, tmp_path / "model.ckpt", spm_model)
-    with pytest.raises(ValueError, match=r"'model.layers.0.self_attn.qkv_proj.weight' has shape \(112, 64\) "
-                                         r"but tiny-gemma expects \(96, 64\) = q 64 \+ k 16 \+ v 16 rows"):
+    with pytest.raises(ValueError, match=r"'model.layers.0.self_attn.qkv_proj.weight' in .*model.ckpt has shape "
+                                         r"\(112, 64\) but tiny-gemma expects \(96, 64\) = q 64 \+ k 16 \+ v 16 rows"):
         load(path, config="tiny-gemma")
 
 
@@ -461,7 +461,7 @@ def test_unknown_name_and_missing_paths(tmp_path):
     with pytest.raises(ValueError, match=r"unknown model 'gemma-2b'.*gemma3-270m.*presets.*"
                                          r"use the Hub id 'google/gemma-2b'"):
         load("gemma-2b")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match=r"no such local file or directory: '.*nothing\.ckpt'"):
         load(tmp_path / "nothing.ckpt")
     with pytest.raises(ValueError, match="not a checkpoint directory"):
         load(tmp_path)

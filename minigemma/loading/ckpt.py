@@ -25,13 +25,15 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import reprlib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, GemmaConfig
+from ..config import PRESETS, GemmaConfig, check_fields
+from ..errors import CheckpointError, ModelNotFoundError
 from .int8 import dequantize_rows
 from .weights import FLAX_PADDED_VOCAB, GEMMA_VOCAB, match_preset
 
@@ -48,6 +50,9 @@ _LAYER = {
 }
 QKV = "self_attn.qkv_proj.weight"
 IGNORED = ("freqs_cis",)  # a precomputed RoPE table (complex64), not a learned weight
+# torch.save before torch 1.6 wrote a pickle starting with this magic number (a pickled int).
+LEGACY_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+INFER_FIX = "pass config=<preset name or GemmaConfig> to load() if the file is sound"
 
 
 def ckpt_names(config: GemmaConfig) -> dict[str, str]:
@@ -65,33 +70,73 @@ def ckpt_names(config: GemmaConfig) -> dict[str, str]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The `model_state_dict` of a gemma_pytorch checkpoint, memory-mapped, never unpickling code."""
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        raise ModelNotFoundError(f"checkpoint {str(path)!r} does not exist")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        magic = f.read(2)
+        head = f.read(32)
     if size == 0:
-        raise ValueError(f"checkpoint {str(path)!r} is empty (an interrupted download?): download it again")
-    if magic == b"PK" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (an interrupted download?): download it again")
+    zipped = head.startswith(b"PK")  # torch >= 1.6 saves a zip: data.pkl plus one entry per tensor
+    try:
+        names = _zip_names(path) if zipped else []
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # a damaged directory ("version 6.4")
+        raise CheckpointError(f"checkpoint {str(path)!r} is a damaged zip file ({e}): download it again") from e
+    if names is None:
         # torch.save writes a zip whose table of contents sits at the very end of the file.
-        raise ValueError(f"checkpoint {str(path)!r} ({size:,} bytes) is truncated: its zip directory is "
-                         "missing from the end of the file. Download it again")
+        raise CheckpointError(f"checkpoint {str(path)!r} ({size:,} bytes) is truncated: its zip directory is "
+                              "missing from the end of the file. Download it again")
+    if zipped and not any(n.endswith("data.pkl") for n in names):
+        raise CheckpointError(f"{str(path)!r} is a zip file but not a torch checkpoint (it has no data.pkl): check "
+                              "the path")
+    if not zipped and LEGACY_MAGIC not in head:
+        # Without this check, random bytes reach the unpickler, which fails in ways that blame the file's "objects".
+        raise CheckpointError(f"{str(path)!r} is not a torch checkpoint (it starts with {head[:8]!r}, neither a zip "
+                              "nor torch's old pickle format): the file is corrupt or of another kind; check the "
+                              "path, or download it again")
     try:
         # Files from torch < 1.6 are not zips and cannot be memory-mapped; they still load safely.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=magic == b"PK")
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{str(path)!r} holds Python objects other than tensors, so minigemma refuses to "
-                         "unpickle it (weights_only=True: unpickling can run arbitrary code). If you trust "
-                         "the file, re-save just its tensors: torch.save({'model_state_dict': state_dict}, ...)") from e
-    except (RuntimeError, OSError, EOFError) as e:
-        raise ValueError(f"could not read checkpoint {str(path)!r} ({type(e).__name__}: {e}); the file is "
-                         "probably truncated or corrupt: download it again") from e
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
-        return obj["model_state_dict"]
-    if isinstance(obj, dict) and "embedder.weight" in obj:  # a bare state dict
-        return obj
-    keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
-    raise ValueError(f"{str(path)!r} is not a gemma_pytorch checkpoint: expected a dict with 'model_state_dict' "
-                     f"holding 'embedder.weight', found {keys}")
+        # torch's reason: "Unsupported global: GLOBAL logging.Formatter was not ...", "Unsupported operand 149"
+        after = str(e).partition("WeightsUnpickler error:")[2].strip()
+        reason = after.splitlines()[0].split(" was not")[0] if after else type(e).__name__
+        if "GLOBAL" not in reason:  # it asks for no class: the pickle itself is damaged or exotic
+            raise CheckpointError(f"could not unpickle checkpoint {str(path)!r} ({reason}): the file is corrupt, or "
+                                  "not saved by torch.save with its default pickle protocol; download it again") from e
+        raise CheckpointError(f"{str(path)!r} holds Python objects other than tensors ({reason}), so minigemma "
+                              "refuses to unpickle it (weights_only=True: unpickling can run arbitrary code). If you "
+                              "trust the file, re-save just its tensors: torch.save({'model_state_dict': state_dict}, "
+                              "...)") from e
+    # A damaged zip or pickle: torch's reader and unpickler raise a dozen kinds of error on damaged
+    # bytes (EOFError, UnicodeDecodeError, AssertionError...), and this call does nothing but read the file.
+    except Exception as e:
+        raise CheckpointError(f"could not read checkpoint {str(path)!r} ({type(e).__name__}: {e}); the file is "
+                              "probably truncated or corrupt: download it again") from e
+    state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else obj  # else a bare state dict
+    if not isinstance(state, dict) or (state is obj and "embedder.weight" not in obj):
+        found = (f"it holds the keys {reprlib.repr(list(obj))}" if isinstance(state, dict) else
+                 f"{'its model_state_dict' if state is not obj else 'it'} is a {type(state).__name__}")
+        raise CheckpointError(f"{str(path)!r} is not a gemma_pytorch checkpoint: expected a dict with "
+                              f"'model_state_dict' holding 'embedder.weight' and the other tensors, but {found}")
+    for key, value in state.items():  # weights_only allows ints, strings, lists... as well as tensors
+        if not isinstance(key, str):
+            problem = f"has the key {reprlib.repr(key)} ({type(key).__name__}), where tensor names are strings"
+        elif not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            kind = type(value).__name__ if not isinstance(value, torch.Tensor) else f"{value.layout} tensor"
+            problem = f"maps {key!r} to a {kind}, not to a (dense) tensor"
+        else:
+            continue
+        raise CheckpointError(f"{str(path)!r} is not a gemma_pytorch checkpoint: its state dict {problem}. The file "
+                              "is corrupt or holds something else")
+    return state
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    """The names in the zip file `path`, or None if it has no zip directory at its end."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
 
 
 def is_quantized(state: dict[str, torch.Tensor]) -> bool:
@@ -103,11 +148,14 @@ def infer_config(state: dict[str, torch.Tensor], path: Path) -> GemmaConfig:
     for key in ("embedder.weight", "model.layers.0.self_attn.o_proj.weight", f"model.layers.0.{QKV}",
                 "model.layers.0.mlp.gate_proj.weight"):
         if key not in state:
-            raise ValueError(f"{str(path)!r} has no {key!r}: it is not a Gemma 1 gemma_pytorch checkpoint, or it "
-                             f"is incomplete (it holds {len(state)} tensors, e.g. {list(state)[:4]})")
+            raise CheckpointError(f"{str(path)!r} has no {key!r}: it is not a Gemma 1 gemma_pytorch checkpoint, or it "
+                                  f"is incomplete (it holds {len(state)} tensors, e.g. {list(state)[:4]})")
+        if state[key].dim() != 2:  # the sizes below are read from these shapes
+            raise CheckpointError(f"tensor {key!r} in {str(path)!r} has shape {tuple(state[key].shape)}, expected a "
+                                  "matrix (2 dimensions): the file is corrupt; download it again")
     if any(".query_norm." in k or "pre_feedforward_layernorm" in k for k in state):
-        raise ValueError(f"{str(path)!r} is a Gemma 2/3 gemma_pytorch checkpoint; minigemma reads Gemma 1 ones "
-                         "(for Gemma 3 use its Hugging Face or GGUF release)")
+        raise CheckpointError(f"{str(path)!r} is a Gemma 2/3 gemma_pytorch checkpoint; minigemma reads Gemma 1 ones "
+                              "(for Gemma 3 use its Hugging Face or GGUF release)")
     vocab, hidden = state["embedder.weight"].shape
     if vocab == FLAX_PADDED_VOCAB:
         log.info("%s: vocabulary padded to %d rows (Flax export); using the first %d", path, vocab, GEMMA_VOCAB)
@@ -117,6 +165,7 @@ def infer_config(state: dict[str, torch.Tensor], path: Path) -> GemmaConfig:
     kv_rows = (state[f"model.layers.0.{QKV}"].shape[0] - q_rows) // 2  # kv_heads * head_dim
     fields = dict(vocab_size=vocab, hidden_size=hidden, num_layers=layers,
                   intermediate_size=state["model.layers.0.mlp.gate_proj.weight"].shape[0])
+    check_fields(fields, str(path), fix=INFER_FIX)  # e.g. an empty embedding: no vocabulary at all
     # A preset whose shapes agree is the best guess (it knows head_dim, context, ...).
     for preset in PRESETS.values():
         if (preset.architecture == "gemma" and preset.replace(**fields) == preset
@@ -125,22 +174,24 @@ def infer_config(state: dict[str, torch.Tensor], path: Path) -> GemmaConfig:
     # Otherwise: the RoPE table gemma_pytorch saves is (2 * context, head_dim / 2) complex numbers,
     # which gives head_dim and the context; every released Gemma has head_dim 256.
     head_dim, context = 256, 8192
-    if "freqs_cis" in state and state["freqs_cis"].dim() == 2:
+    if "freqs_cis" in state and state["freqs_cis"].dim() == 2 and min(state["freqs_cis"].shape) > 0:
         context, head_dim = state["freqs_cis"].shape[0] // 2, 2 * state["freqs_cis"].shape[1]
-    if q_rows % head_dim or kv_rows % head_dim or kv_rows <= 0:
-        raise ValueError(f"{str(path)!r}: attention widths (queries {q_rows}, keys/values {kv_rows}) are not "
-                         f"multiples of head_dim {head_dim}; pass config=<preset name or GemmaConfig> to load()")
-    config = GemmaConfig(name=path.stem, num_heads=q_rows // head_dim, num_kv_heads=kv_rows // head_dim,
-                         head_dim=head_dim, max_position_embeddings=context, **fields)
-    return match_preset(config, str(path))
+    if q_rows % head_dim or kv_rows % head_dim or q_rows <= 0 or kv_rows <= 0:
+        raise CheckpointError(f"{str(path)!r}: attention widths (queries {q_rows}, keys/values {kv_rows}) are not "
+                              f"positive multiples of head_dim {head_dim}; {INFER_FIX}")
+    fields.update(name=path.stem, num_heads=q_rows // head_dim, num_kv_heads=kv_rows // head_dim, head_dim=head_dim,
+                  max_position_embeddings=context)
+    check_fields(fields, str(path), fix=INFER_FIX)
+    return match_preset(GemmaConfig(**fields), str(path))
 
 
-def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_int8: bool,
+def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_int8: bool, where: str = "checkpoint",
                  ) -> tuple[dict[str, Callable[[], torch.Tensor]], dict[str, str]]:
     """Lazy tensors keyed by our names (plus unexpected ones keyed by the file's), and our -> file names.
 
     Dequantizes int8 weights to float32 unless `keep_int8`, in which case the linear layers get
     the int8 matrix and its scales (the model must hold Int8Linear layers, see int8.py).
+    `where` (the file) is named in errors.
     """
     quant = is_quantized(state)
     q_rows, kv_rows = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
@@ -148,18 +199,36 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
     source: dict[str, str] = {}
     used: set[str] = set(IGNORED)
 
-    def take(key: str, rows: slice | None = None, dequantize: bool = quant) -> Callable[[], torch.Tensor]:
-        used.add(key)
-        if dequantize:
-            used.add(f"{key}_scaler")
+    def check_int8(key: str) -> None:
+        """A quantized matrix must be int8 with one float scale per row, or the product q * s is garbage."""
+        t, scale = state[key], state[f"{key}_scaler"]
+        if t.dim() != 2:  # (and a 1-D one would broadcast with its scales into a huge square)
+            raise CheckpointError(f"tensor {key!r} in {where} has shape {tuple(t.shape)}, expected an int8 matrix. "
+                                  "The file is corrupt: download it again")
+        if t.dtype != torch.int8:
+            raise CheckpointError(
+                f"tensor {key!r} in {where} is {t.dtype}, but this int8 checkpoint stores its matrices as torch.int8 "
+                f"(this one has a {key}_scaler): scaling it would silently corrupt it. The file is corrupt or "
+                "mixes two checkpoints: download it again")
+        if tuple(scale.shape) != (t.shape[0],) or not scale.is_floating_point():
+            raise CheckpointError(
+                f"tensor '{key}_scaler' in {where} has shape {tuple(scale.shape)} ({scale.dtype}), expected "
+                f"({t.shape[0]},) floats: one scale per row of {key!r}. The file is corrupt: download it again")
+
+    def take(key: str, rows: slice | None = None, quantized: bool = False,
+             dequantize: bool = False) -> Callable[[], torch.Tensor]:
+        """A reader of state[key] (its `rows` only); a `quantized` matrix is checked, and dequantized if asked."""
+        used.update([key, f"{key}_scaler"] if quantized else [key])
 
         def read() -> torch.Tensor:
             t = state[key]
-            if key.endswith(QKV) and t.shape[0] != q_rows + 2 * kv_rows:
-                raise ValueError(
-                    f"tensor {key!r} has shape {tuple(t.shape)} but {config.name} expects "
+            if key.endswith(QKV) and t.shape[:1] != (q_rows + 2 * kv_rows,):
+                raise CheckpointError(
+                    f"tensor {key!r} in {where} has shape {tuple(t.shape)} but {config.name} expects "
                     f"({q_rows + 2 * kv_rows}, {config.hidden_size}) = q {q_rows} + k {kv_rows} + v {kv_rows} rows. "
                     "Likely cause: the wrong preset for this checkpoint, or a corrupt file.")
+            if quantized:
+                check_int8(key)
             t = t if rows is None else t[rows]  # slice first: dequantize only the rows we keep
             if dequantize:
                 scale = state[f"{key}_scaler"]
@@ -174,14 +243,15 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
         if key not in state or (quant and kind != "norm" and f"{key}_scaler" not in state):
             return  # fill_model reports it missing, by both names
         if quant and keep_int8 and kind == "linear":
-            tensors[ours] = take(key, rows, dequantize=False)  # int8
-            tensors[ours + "_scaler"] = take(key + "_scaler", rows, dequantize=False)
+            tensors[ours] = take(key, rows, quantized=True)  # int8, checked with its scales
+            tensors[ours + "_scaler"] = take(key + "_scaler", rows)
             source[ours + "_scaler"] = key + "_scaler" + row_note
         else:
-            tensors[ours] = take(key, rows, dequantize=quant and kind != "norm")
+            quantized = quant and kind != "norm"
+            tensors[ours] = take(key, rows, quantized=quantized, dequantize=quantized)
 
-    embed_rows = state["embedder.weight"].shape[0] if "embedder.weight" in state else None
-    padded = embed_rows == FLAX_PADDED_VOCAB and config.vocab_size == GEMMA_VOCAB
+    embed_rows = state["embedder.weight"].shape[:1] if "embedder.weight" in state else None
+    padded = embed_rows == (FLAX_PADDED_VOCAB,) and config.vocab_size == GEMMA_VOCAB
     vocab_rows = slice(0, GEMMA_VOCAB) if padded else None  # drop the Flax padding rows
     add("embed.weight", "embedder.weight", "embed", vocab_rows)
     add("ln_final.weight", "model.norm.weight", "norm")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ArgumentError
+
 
 class Int8Linear(nn.Module):
     """A bias-free linear layer whose (out, in) weight is int8 with a per-row scale."""
@@ -63,7 +65,7 @@ def use_int8_linears(model: nn.Module, scale_dtype: torch.dtype) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
             if module.bias is not None:
-                raise ValueError(f"{name} has a bias; Gemma's linear layers have none")
+                raise ArgumentError(f"{name} has a bias; Gemma's linear layers have none")
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, attr, Int8Linear(module.in_features, module.out_features,
