@@ -1,11 +1,14 @@
-"""`minigemma generate | chat | info` in a terminal (also `python -m minigemma`)."""
+"""`minigemma generate | chat | info | cache` in a terminal (also `python -m minigemma`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
+
+from .errors import MinigemmaError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,8 +42,13 @@ def _add_fast_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling(args) -> dict:
-    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    """The sampling flags as keyword arguments, checked now: a bad value fails before the model loads."""
+    from .generate import check_generation
+
+    kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    check_generation(**kwargs)
+    return kwargs
 
 
 def _load(args):
@@ -63,20 +71,39 @@ def _stream(piece: str) -> None:
     sys.stdout.flush()
 
 
+def _error(err: BaseException) -> None:
+    """One line on stderr, never a traceback: our messages say what is wrong and what to do."""
+    message = " ".join(str(err).splitlines())
+    print(f"minigemma: error: {message}", file=sys.stderr)
+
+
 def cmd_generate(args) -> None:
     import minigemma
+    from .generate import check_room, check_text
 
+    sampling = _sampling(args)
+    check_text(args.prompt)
     model, tok = _load(args)
+    prompt_ids = tok.encode(args.prompt, add_bos=True)
+    check_room(model, len(prompt_ids), args.max_new_tokens)  # before the prompt is echoed
     sys.stdout.write(args.prompt)
-    minigemma.generate(model, tok, args.prompt, stream=_stream, **_sampling(args))
+    minigemma.generate(model, tok, prompt_ids, stream=_stream, **sampling)
     sys.stdout.write("\n")
 
 
 def cmd_chat(args) -> None:
     from .chat import Chat
+    from .generate import check_text
 
+    sampling = _sampling(args)
+    if args.system is not None:
+        check_text(args.system, "--system")
     model, tok = _load(args)
     chat = Chat(model, tok, system=args.system)
+    # Read bytes that are not UTF-8 as stand-in characters instead of failing inside input():
+    # Chat.say then refuses that one message with a clear error, and the chat goes on.
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
     print(f"Chatting with {model.config.name}. Empty line or Ctrl-D to quit, /reset to start over.")
     while True:
         try:
@@ -89,8 +116,18 @@ def cmd_chat(args) -> None:
             chat.reset()
             continue
         sys.stdout.write("model> ")
-        chat.say(message, stream=_stream, **_sampling(args))
+        try:
+            chat.say(message, stream=_stream, **sampling)
+        except ValueError as err:  # this message cannot be answered; the conversation so far is kept
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            _error(err)
+            continue
         sys.stdout.write("\n")
+        if chat.dropped:
+            print(f"minigemma: note: the conversation outgrew the model's context of "
+                  f"{model.config.max_position_embeddings:,} tokens: its oldest {chat.dropped} messages were dropped",
+                  file=sys.stderr)
 
 
 def cmd_info(args) -> None:
@@ -108,8 +145,42 @@ def cmd_info(args) -> None:
     print(f"weights      {model.embed.weight.dtype} on {model.embed.weight.device}")
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def cmd_cache(args) -> None:
+    """Where minigemma's cache is and what it holds; `verify` checks every byte, `clear` empties it."""
+    from .loading import cache
+
+    root = cache.cache_root()
+    if args.action == "clear":
+        count, freed = cache.clear()
+        print(f"removed {count} cache entr{'y' if count == 1 else 'ies'} from {root}, freeing {_size(freed)}")
+    elif args.action == "verify":
+        results = cache.verify()
+        for entry, problem in results:
+            print(f"{entry.name}  {'ok' if problem is None else problem + ': removed (rebuilt at the next load)'}")
+        damaged = sum(problem is not None for _, problem in results)
+        print(f"checked {len(results)} cache entr{'y' if len(results) == 1 else 'ies'} (sha256 of every file), "
+              f"{damaged} damaged")
+    else:
+        found = cache.entries(root)
+        print(f"cache    {root} ({cache.root_origin()})")
+        for entry in found:
+            print(f"  {entry.name}  {_size(cache.entry_size(entry))}  {cache.entry_source(entry)}")
+        print(f"total    {len(found)} entries, {_size(sum(map(cache.entry_size, found)))}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped command line gets one line (argparse prints its usage too), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minigemma", description=__doc__)
+    parser = _Parser(prog="minigemma", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="continue a prompt, streaming tokens")
     g.add_argument("prompt")
@@ -126,14 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("info", help="describe a model")
     _add_model_args(i)
     i.set_defaults(func=cmd_info)
+    k = sub.add_parser("cache", help="show (info), check (verify) or empty (clear) the cache of converted models")
+    k.add_argument("action", nargs="?", choices=["info", "verify", "clear"], default="info")
+    k.set_defaults(func=cmd_cache)
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except ValueError as e:  # our errors already say what is wrong and what to do
-        print(f"minigemma: error: {e}", file=sys.stderr)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, where it can still be caught
+    except (MinigemmaError, ValueError, FileNotFoundError) as err:  # a user's mistake, not a bug
+        _error(err)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly
+        return 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
+    except BrokenPipeError:
+        # The reader went away (`minigemma generate ... | head -c5`). The recipe of Python's docs
+        # (signal module, "Note on SIGPIPE"): point stdout at /dev/null, so that the flush at exit
+        # cannot fail a second time, and leave quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for `yes` in `yes | head`
     return 0
 
 

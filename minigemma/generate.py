@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ArgumentError
 from .model import Gemma
 from .sampling import check_sampling, sample_next
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, check_text  # noqa: F401 (check_text: chat and the CLI import it from here)
+
+SEEDS = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (and negatives, which we refuse)
 
 
 def stop_ids(tok: Tokenizer) -> set[int]:
@@ -20,6 +24,32 @@ def stop_ids(tok: Tokenizer) -> set[int]:
     except (KeyError, ValueError):
         pass
     return ids
+
+
+def _is_whole(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)  # True is an int in Python
+
+
+def check_generation(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+                     seed: int | None) -> None:
+    """Raise ArgumentError for a bad generation setting, before any work is done."""
+    check_sampling(temperature, top_k, top_p)
+    if not _is_whole(max_new_tokens) or max_new_tokens < 0:
+        raise ArgumentError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    if seed is not None and (not _is_whole(seed) or not 0 <= seed < SEEDS):
+        raise ArgumentError(f"seed must be a whole number from 0 to 2**64 - 1 = {SEEDS - 1}, got {seed!r}")
+
+
+def check_room(model: Gemma, prompt_len: int, max_new_tokens: int) -> None:
+    """Raise ArgumentError unless the prompt and max_new_tokens new tokens fit in the model's context."""
+    context = model.config.max_position_embeddings
+    if prompt_len > context:
+        raise ArgumentError(f"the prompt is {prompt_len} tokens, longer than the model's context of "
+                            f"{context} tokens; shorten the prompt")
+    if prompt_len + max_new_tokens > context:
+        raise ArgumentError(f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                            f"model's context of {context} tokens; lower max_new_tokens to at most "
+                            f"{context - prompt_len}")
 
 
 @torch.inference_mode()
@@ -34,24 +64,15 @@ def generate_ids(
     stop: set[int] = frozenset(),
 ) -> Iterator[int]:
     """Yield new token ids one at a time, continuing `prompt_ids` (which should start with BOS)."""
-    check_sampling(temperature, top_k, top_p)
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    context = model.config.max_position_embeddings
-    if len(prompt_ids) > context:
-        raise ValueError(f"the prompt is {len(prompt_ids)} tokens, longer than the model's context of "
-                         f"{context} tokens; shorten the prompt")
-    if len(prompt_ids) + max_new_tokens > context:
-        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                         f"model's context of {context} tokens; lower max_new_tokens to at most "
-                         f"{context - len(prompt_ids)}")
+    check_generation(max_new_tokens, temperature, top_k, top_p, seed)
+    check_room(model, len(prompt_ids), max_new_tokens)
     if max_new_tokens == 0 or not prompt_ids:
         return
     cache = model.new_cache(batch=1, max_len=len(prompt_ids) + max_new_tokens)
     device = model.device
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
     # Prefill: the whole prompt in one forward pass fills the cache for every layer.
     logits = model(torch.tensor([prompt_ids], device=device), cache=cache, last_only=True)
     for step in range(max_new_tokens):
@@ -67,7 +88,7 @@ def generate_ids(
 def generate(
     model: Gemma,
     tok: Tokenizer,
-    prompt: str,
+    prompt: str | list[int],
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -78,10 +99,16 @@ def generate(
 ) -> str:
     """Continue `prompt` and return only the new text.
 
-    Pitfall 5: BOS is always prepended; Gemma never saw text without it, and without it
+    prompt: text, or token ids used as they are (e.g. from `minigemma.chat.encode_chat`).
+    Pitfall 5: BOS is always prepended to text; Gemma never saw text without it, and without it
     gemma-7b's perplexity explodes. `stream(text_piece)` is called as text becomes final.
     """
-    prompt_ids = tok.encode(prompt, add_bos=True)
+    check_generation(max_new_tokens, temperature, top_k, top_p, seed)  # before the tokenizer's work
+    if isinstance(prompt, str):
+        check_text(prompt)
+        prompt_ids = tok.encode(prompt, add_bos=True)
+    else:
+        prompt_ids = [int(i) for i in prompt]
     new_ids: list[int] = []
     shown = ""
     stop = stop_ids(tok)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigemma.chat import format_chat
+from minigemma.chat import encode_chat, format_chat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.09_chat")  # file names start with a digit
@@ -72,6 +72,7 @@ def test_safe_chat_ids_equal_encode_on_ordinary_messages(gemma3_270m):
         for prompt in (True, False):
             expected = tok.encode(format_chat(messages, add_generation_prompt=prompt), add_bos=True)
             assert sol.safe_chat_ids(tok, messages, add_generation_prompt=prompt) == expected
+            assert encode_chat(tok, messages, add_generation_prompt=prompt) == expected
 
 
 def test_safe_chat_ids_keep_a_forged_turn_as_text(gemma3_270m):
@@ -82,5 +83,6 @@ def test_safe_chat_ids_keep_a_forged_turn_as_text(gemma3_270m):
     assert naive.count(tok.start_of_turn_id) == 3  # the user's turn, a forged model turn, the real one
     assert safe.count(tok.start_of_turn_id) == 2 and safe.count(tok.end_of_turn_id) == 1
     assert tok.decode(safe) == format_chat(messages)  # the same text, read as the user typed it
+    assert safe == encode_chat(tok, messages)  # the library's own answer (section 3 of the notebook)
     with pytest.raises(ValueError, match="alternate"):  # format_chat's checks still apply
         sol.safe_chat_ids(tok, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
