@@ -461,7 +461,8 @@ def run_variant(variant: str, args) -> dict:
            "--quantized-dirs", json.dumps(args.quantized_dirs), "--hf-dir", args.hf_dir]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"variant {variant} failed:\n{out.stderr[-3000:]}")
+        signal = f" (killed by signal {-out.returncode})" if out.returncode < 0 else ""
+        raise RuntimeError(f"variant {variant} failed, exit status {out.returncode}{signal}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

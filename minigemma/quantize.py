@@ -106,9 +106,26 @@ def check_int4_shape(shape: torch.Size | tuple[int, ...], group_size: int) -> No
 _KERNEL_OK: dict[tuple, bool] = {}
 
 
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` if it is contiguous and starts on a 64-byte boundary, else a copy that does.
+
+    PyTorch's AVX-512 int8 kernel reads its inputs with aligned vector loads (`_mm_load_si128`
+    on 16 int8 weights, `_mm256_load_si256` on 16 bf16 inputs), which crash the whole process
+    (SIGSEGV, no Python error) on an address that is not a multiple of 16 or 32 bytes. Memory that
+    PyTorch allocates is 64-byte aligned; a tensor read from a file by `load_quantized` is not:
+    safetensors maps the file and each tensor starts at its offset there (24 bytes past a
+    boundary in our files). The copy is made once per layer (Int8Linear caches it).
+    """
+    if t.is_contiguous() and t.data_ptr() % 64 == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)  # a fresh allocation: aligned
+
+
 def _int8_kernel(x2d: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     # (M, in) x int8 (out, in) with per-row scales (in x's dtype) -> (M, out), no float weight.
-    return torch._weight_int8pack_mm(x2d, q, scale)
+    # `in` must be a multiple of 16 (the kernel steps through a row 16 values at a time), and
+    # every tensor aligned (see `aligned`): the only layout this kernel was seen to handle safely.
+    return torch._weight_int8pack_mm(aligned(x2d), aligned(q), aligned(scale))
 
 
 def _int4_pack_for_kernel(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -252,11 +269,13 @@ class Int8Linear(QuantizedLinear):
         return dequantize_int8(self.weight, self.scale, dtype)
 
     def matmul(self, x2d: torch.Tensor) -> torch.Tensor:
-        if use_kernel("int8", x2d):
+        if self.in_features % 16 == 0 and use_kernel("int8", x2d):
             key = (x2d.device, x2d.dtype)
             if key not in self._kernel_cache:
-                self._kernel_cache[key] = self.scale.to(x2d.dtype)  # the kernel wants x's dtype
-            return _int8_kernel(x2d, self.weight, self._kernel_cache[key])
+                # The scales in x's dtype, as the kernel wants; the weight itself, or an aligned copy
+                # of it if it was loaded from a file (see `aligned`).
+                self._kernel_cache[key] = aligned(self.weight), self.scale.to(x2d.dtype)
+            return _int8_kernel(x2d, *self._kernel_cache[key])
         # Fallback: one scale per output row commutes with the matmul, x (q s)^T = (x q^T) s,
         # so only the int8 -> float cast of this layer's weight is materialized.
         dtype = fallback_dtype(x2d)
