@@ -34,8 +34,14 @@ setup-browser:
 	    cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; fi; \
 	else echo "note: no npm (Node.js); the browser test will be skipped"; fi
 
+# Saved notebook outputs and real-model expectations must hold on any CPU, not only on the one that
+# wrote them. So everything marked `numerics` (every notebook cell, each test that runs the real
+# 270M: see the conftest.py files) runs a second time, on another CPU code path of the same machine
+# (tests/cpu_path.py: AVX2 code on an AVX-512 machine, generic and SSE4 code elsewhere).
 test: setup-test setup-browser
 	$(BIN)/python -m pytest -q
+	@other=$$($(BIN)/python tests/cpu_path.py) && echo "== again, on another CPU code path: $$other" && \
+	  env $$other $(BIN)/python -m pytest -q -m numerics
 
 clean:
 	rm -rf $(VENV)

@@ -273,8 +273,14 @@ def test_real_270m_fp32_logits_match_readable(gemma3_270m, fast_270m):
     ids = torch.tensor([tok.encode(text, add_bos=True)[:530]])
     with torch.no_grad():
         expected = model(ids)[:, 520:]
-    torch.testing.assert_close(fast_270m(ids, last_only=True), expected[:, -1:], atol=2e-4, rtol=0)
-    torch.testing.assert_close(decode_step_by_step(fast_270m, ids, 520), expected, atol=2e-4, rtol=0)
+    # Each score is summed over 520+ keys, in another order than the readable model's, and each CPU
+    # orders its matmuls its own way: 2.3e-4 seen on AVX-512 (in the full forward and step by step),
+    # under 2e-4 on AVX2. 1e-3, as for the readable model's own cache (test_real_270m), with the
+    # argmax at every position identical.
+    torch.testing.assert_close(fast_270m(ids, last_only=True), expected[:, -1:], atol=1e-3, rtol=0)
+    stepped = decode_step_by_step(fast_270m, ids, 520)
+    torch.testing.assert_close(stepped, expected, atol=1e-3, rtol=0)
+    assert torch.equal(stepped.argmax(-1), expected.argmax(-1))
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

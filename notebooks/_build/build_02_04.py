@@ -901,8 +901,9 @@ NB04 = [
     with torch.no_grad():
         for L in (0, 5):
             attn = model.blocks[L].attn
+            # Equal to float rounding: the matmuls sum 640 products, in an order that depends on the CPU.
             torch.testing.assert_close(attention_by_hand(attn, attn_inputs[L], torch.arange(n)),
-                                       attn(attn_inputs[L], torch.arange(n)))
+                                       attn(attn_inputs[L], torch.arange(n)), rtol=1e-4, atol=1e-4)
     print("attention_by_hand reproduces layers 0 and 5 of the real model")
     """),
     md(r"""
@@ -1083,7 +1084,7 @@ NOTEBOOKS = {
 
 def build(key: str) -> Path:
     filename, cells = NOTEBOOKS[key]
-    return write_notebook(cells, filename)
+    return write_notebook(cells, filename, id_prefix=key)  # stable ids: rebuilds diff cleanly
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ NB10 = [
     probs = logits.softmax(-1)
     top = probs.topk(8)
     for p, i in zip(top.values, top.indices):
-        print(f"{tok.decode([int(i)])!r:>12}  {p:.3f}")
+        print(f"{tok.decode([int(i)])!r:>12}  {p:.4f}")
     print(f"the top 8 hold {top.values.sum():.2f} of the probability; {probs.numel():,} tokens share the rest")
     assert abs(float(probs.sum()) - 1) < 1e-4
     """),
@@ -113,7 +113,8 @@ NB10 = [
     entropies = [entropy_bits(with_temperature(logits, T)) for T in temperatures]
     tops = [float(with_temperature(logits, T).max()) for T in temperatures]
     for T, H, top_p in zip(temperatures, entropies, tops):
-        print(f"T = {T:<4}  entropy {H:5.2f} bits   top token {top_p:.3f}")
+        # One decimal for H: a float32 sum over 262,144 tokens, whose order differs between CPUs.
+        print(f"T = {T:<4}  entropy {H:4.1f} bits   top token {top_p:.3f}")
     assert all(a < b for a, b in zip(entropies, entropies[1:]))  # hotter = flatter
     assert all(a > b for a, b in zip(tops, tops[1:]))            # colder = the favourite gains
     """),
@@ -172,15 +173,24 @@ NB10 = [
         return out
 
 
+    def size_text(n: int) -> str:
+        # n below 100 exactly, from 100 on as "100+", "200+", "500+", "1,000+", ... A large nucleus
+        # ends among many tokens of nearly equal probability, so its exact size moves with the last
+        # bits of the logits, which differ between CPUs; these steps do not.
+        if n < 100:
+            return str(n)
+        return f"{max(b * 10**k for k in range(2, 7) for b in (1, 2, 5) if b * 10**k <= n):,}+"
+
+
     for q in (0.3, 0.9, 0.95):
         torch.testing.assert_close(top_p_probs(logits, q), next_token_probs(logits, 1.0, top_p=q))
-        print(f"top-p {q}: {int((top_p_probs(logits, q) > 0).sum())} tokens kept")
+        print(f"top-p {q}: {size_text(int((top_p_probs(logits, q) > 0).sum()))} tokens kept")
     """),
     md(r"""
     Why is this better than top-k? The size of the nucleus follows the model's confidence.
     Below, the same `top_p = 0.9` at every position of a sentence: where the next token is
     obvious (the end of a well-known phrase) one or two tokens survive; where anything could
-    follow, thousands do. A fixed $k$ is too many for the first case and too few for the second.
+    follow, hundreds do. A fixed $k$ is too many for the first case and too few for the second.
     """),
     code(r"""
     sentence = "The quick brown fox jumps over the lazy dog. My favourite food is"
@@ -190,7 +200,7 @@ NB10 = [
     nucleus = [int((next_token_probs(z, 1.0, top_p=0.9) > 0).sum()) for z in s_logits]
     s_labels = viz.token_labels(tok, s_ids)
     for piece, n in zip(s_labels, nucleus):
-        print(f"after {piece!r:>12}: {n:>6} tokens in the 0.9 nucleus")
+        print(f"after {piece!r:>12}: {size_text(n):>6} tokens in the 0.9 nucleus")
     assert min(nucleus) <= 2 and max(nucleus) > 100
     """),
     code(r"""
@@ -211,7 +221,7 @@ NB10 = [
     code(r"""
     for T in (0.7, 1.0, 1.3):
         kept = int((next_token_probs(logits, T, top_p=0.9) > 0).sum())
-        print(f"T = {T}: {kept} tokens in the 0.9 nucleus")
+        print(f"T = {T}: {size_text(kept)} tokens in the 0.9 nucleus")
         torch.testing.assert_close(next_token_probs(logits, T, top_p=0.9), top_p_probs(logits, 0.9, T))
     """),
     md(r"""
@@ -596,7 +606,8 @@ NB12 = [
     logits, cache = run_with_cache(model, ids, lambda n: lens_filter(n) or "hook_attn_out" in n or "hook_mlp_out" in n)
     total = cache["hook_embed"] + sum(cache[f"blocks.{i}.hook_attn_out"] + cache[f"blocks.{i}.hook_mlp_out"]
                                       for i in range(cfg.num_layers))
-    torch.testing.assert_close(total, cache[f"blocks.{cfg.num_layers - 1}.hook_resid_post"], rtol=1e-4, atol=1e-3)
+    # Equal up to rounding: 37 float32 vectors summed in another order, with entries in the thousands.
+    torch.testing.assert_close(total, cache[f"blocks.{cfg.num_layers - 1}.hook_resid_post"], rtol=1e-4, atol=1e-2)
     answer = tok.decode([int(logits[0, -1].argmax())])
     print("the model's next token:", repr(answer))
     """),
@@ -612,11 +623,19 @@ NB12 = [
     code(r"""
     lens = logit_lens(model, cache)  # (layers + 1, batch, seq, vocab)
     print("lens:", tuple(lens.shape))
-    torch.testing.assert_close(lens[-1], logits)
+    # The same numbers as the model's output, through a matmul of another shape (all layers at
+    # once), which a BLAS may sum in another order: equal to float rounding, not bit for bit.
+    torch.testing.assert_close(lens[-1], logits, rtol=1e-4, atol=1e-4)
     back = (lens[0, 0].argmax(-1) == torch.tensor(ids)).float().mean()
     print(f"the embedding row predicts the input token itself at {back:.0%} of positions")
     """),
     code(r"""
+    def rank_text(rank: int) -> str:
+        # Far down the list thousands of tokens have nearly equal logits, so a large rank moves
+        # with the last bits of the arithmetic, which differ between CPUs: show its order of magnitude.
+        return f"{rank}" if rank < 100 else f"> {10 ** (len(str(rank)) - 1):,}"
+
+
     answer_id = int(logits[0, -1].argmax())
     p_answer = lens[:, 0, -1].softmax(-1)[:, answer_id]
     rank = (lens[:, 0, -1] > lens[:, 0, -1, answer_id:answer_id + 1]).sum(-1)
@@ -624,7 +643,7 @@ NB12 = [
     for row, label in enumerate(table.labels):
         top = tok.decode([int(table.top_ids[row, -1, 0])])
         print(f"{label:>9}: top {top!r:>14} ({table.top_probs[row, -1, 0]:.2f})   "
-              f"{answer!r} rank {int(rank[row]):>6}, p = {p_answer[row]:.3f}")
+              f"{answer!r} rank {rank_text(int(rank[row])):>9}, p = {p_answer[row]:.3f}")
     first = int((rank == 0).nonzero()[0])
     print(f"{answer!r} is first on top at row {table.labels[first]!r}")
     assert int(rank[-1]) == 0
@@ -791,7 +810,7 @@ NOTEBOOKS = {"10": ("10_sampling.ipynb", NB10), "11": ("11_attention_explorer.ip
 def main(which: list[str]) -> None:
     for key in which or list(NOTEBOOKS):
         name, cells = NOTEBOOKS[key]
-        print("wrote", write_notebook(cells, name))
+        print("wrote", write_notebook(cells, name, id_prefix=key))  # stable ids: rebuilds diff cleanly
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ def top_tokens(model, tok, prompt: str, k: int) -> list[tuple[str, float]]:
     with torch.no_grad():
         probs = model(ids)[0, -1].softmax(-1)
     top = probs.topk(k)
-    return [(tok.decode([i]), round(p, 4)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+    # Three decimals: a fourth would depend on the last bits of the arithmetic, which differ between CPUs.
+    return [(tok.decode([i]), round(p, 3)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 
 def greedy_by_hand(model, tok, prompt: str, n: int) -> str:
