@@ -178,3 +178,17 @@ def test_local_directory_wins_over_hub_id(tiny_checkpoint, tmp_path, monkeypatch
 ])
 def test_is_hub_id(name, expected):
     assert hub.is_hub_id(name) is expected
+
+
+def test_unreachable_hub_also_says_no_local_directory_exists(monkeypatch, tmp_path):
+    """'models/gemma-2b' (no ./models here) is a Hub id; if the Hub fails, say no such local path exists either."""
+    from minigemma.errors import ModelNotFoundError
+    from minigemma.loading import hub
+
+    def unreachable(repo_id, revision=None):
+        raise ModelNotFoundError(f"{repo_id} is not in the local Hugging Face cache and the Hub cannot be reached")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "snapshot", unreachable)
+    with pytest.raises(ModelNotFoundError, match=r"cannot be reached.*Nor is there a local file or directory '.*models/gemma-2b'"):
+        minigemma.load("models/gemma-2b")

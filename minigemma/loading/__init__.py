@@ -118,7 +118,11 @@ def load(
         raise ModelNotFoundError(no_such_path(name, path))
     if is_hub_id(name):
         _refuse(name, None, keep_int8, "a Hugging Face checkpoint")
-        return _load_hf(snapshot(name), config, opts)
+        try:
+            directory = snapshot(name)
+        except ModelNotFoundError as e:  # it may have been meant as a path: say that none exists either
+            raise ModelNotFoundError(f"{e}. (Nor is there a local file or directory {str(path.absolute())!r}.)") from e
+        return _load_hf(directory, config, opts)
     hint = ""
     if name in ("gemma-2b", "gemma-7b"):
         hint = f" For Google's released {name} weights, use the Hub id 'google/{name}'."
