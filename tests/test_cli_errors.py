@@ -5,6 +5,7 @@ subprocess tests run the real command (and the embedded 270M) where only a real 
 shows the behaviour: a closed pipe, Ctrl-C, bytes that are not UTF-8 on stdin.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -100,11 +101,18 @@ def read_until(stream, end: bytes) -> bytes:
 
 
 def test_a_closed_pipe_ends_quietly():
-    # `minigemma generate ... | head -c5`: head exits after 5 bytes, the next write finds no reader.
-    p = minigemma_process("generate", "The capital of France is", "--max-new-tokens", "300")
-    assert len(p.stdout.read(5)) == 5
-    p.stdout.close()
-    _, err = p.communicate(timeout=120)
+    # `minigemma generate ... | head -c5`: the reader is gone before the next write. Closing our
+    # end of the pipe before the process writes anything makes that certain: reading 5 bytes and
+    # then closing raced with a reply that may end (at <eos>) and be buffered before the close.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "minigemma", "generate", "The capital of France is",
+                              "--max-new-tokens", "5"], stdin=subprocess.DEVNULL, stdout=write_end,
+                             stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    _, err = p.communicate(timeout=300)
     assert p.returncode == 141  # 128 + SIGPIPE, as the shell reports for `yes` in `yes | head`
     assert b"Traceback" not in err and b"Broken pipe" not in err and b"Exception ignored" not in err
 
@@ -113,14 +121,14 @@ def test_ctrl_c_ends_quietly():
     p = minigemma_process("chat")
     read_until(p.stdout, b"you> ")
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=300)
     assert p.returncode == 130  # 128 + SIGINT
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
 
 
 def test_chat_survives_bytes_that_are_not_utf8_on_stdin():
     p = minigemma_process("chat", "--max-new-tokens", "4")
-    out, err = p.communicate(b"caf\xe9?\nThe capital of France is\n\n", timeout=120)
+    out, err = p.communicate(b"caf\xe9?\nThe capital of France is\n\n", timeout=300)
     assert p.returncode == 0, err
     err = err.decode()
     assert "Traceback" not in err
