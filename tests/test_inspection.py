@@ -62,7 +62,7 @@ def test_caching_changes_no_logits(model, ids):
     assert torch.equal(logits, plain)
     # Caching hook_pattern switches attention to the explicit softmax: same up to float rounding.
     logits, cache = run_with_cache(model, ids)
-    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, plain, rtol=1e-4, atol=1e-4)
     assert set(cache) == set(hook_names(model))
 
 
@@ -238,7 +238,7 @@ def test_hooks_work_with_the_kv_cache(model, ids):
         full = model(ids)
         model(ids[:, :-1], cache=kv)
     logits, cache = run_with_cache(model, ids[:, -1:], cache=kv)
-    torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
     # One new query attends to every cached key.
     assert cache["blocks.0.attn.hook_pattern"].shape[-2:] == (1, ids.shape[1])
 

@@ -83,7 +83,8 @@ def test_cached_decoding_matches_full_forward_beyond_window(gemma3_270m):
         cache = model.new_cache(batch=1, max_len=530)
         model(ids[:, :500], cache=cache)
         steps = torch.cat([model(ids[:, i:i + 1], cache=cache) for i in range(500, 530)], dim=1)
-    # One query against 500+ cached keys sums in another order than the full causal pass; over
-    # 18 layers that reaches a few 1e-4 on logits of magnitude ~30, so this check allows 1e-3.
-    torch.testing.assert_close(steps, full, atol=1e-3, rtol=0)
+    # One query against 500+ cached keys sums in another order than the full causal pass, and each
+    # CPU orders both its own way: over 18 layers, on logits of magnitude ~30, up to 8.9e-4 seen with
+    # AVX-512 code and 1.2e-3 with SSE4 code (tests/cpu_path.py). So 3e-3, with every argmax equal.
+    torch.testing.assert_close(steps, full, atol=3e-3, rtol=0)
     assert torch.equal(steps.argmax(-1), full.argmax(-1))
