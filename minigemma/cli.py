@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 import torch
@@ -105,10 +106,21 @@ def cmd_chat(args) -> None:
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")
     print(f"Chatting with {model.config.name}. Empty line or Ctrl-D to quit, /reset to start over.")
+    # Ctrl-C while input() waits on a pipe can surface as an empty read (EOF) instead of
+    # KeyboardInterrupt (seen in CI): note the signal, so that EOF after it still means "interrupted".
+    interrupted: list[int] = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     while True:
         try:
             message = input("you> ")
         except EOFError:
+            if interrupted:
+                raise KeyboardInterrupt from None
             break
         if not message.strip():
             break
