@@ -56,7 +56,7 @@ def run_probe(env: dict[str, str]) -> dict[str, torch.Tensor]:
 
     out = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return torch.load(io.BytesIO(out.stdout))
+    return torch.load(io.BytesIO(out.stdout), weights_only=True)  # tensors only: never unpickle code
 
 
 def main() -> None:

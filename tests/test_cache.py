@@ -6,7 +6,6 @@ embedded model's assembly uses the real package. Every test has its own MINIGEMM
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -18,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import gguf
 import pytest
 import torch
 
@@ -27,6 +25,8 @@ from minigemma import Gemma, get_config
 from minigemma.errors import CacheError, CheckpointError
 from minigemma.loading import cache, embedded_gguf_path
 from minigemma.loading.names import gguf_names, is_norm
+
+from test_loading_formats import finish_gguf, gemma_gguf_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses start there, so that they import the very minigemma these tests import.
@@ -49,41 +49,16 @@ def spm_model(tmp_path_factory) -> Path:
 
 def write_tiny_gguf(path: Path, spm_model: Path, nan_in: str | None = None) -> Path:
     """tiny-gemma with random weights, as llama.cpp writes a GGUF (F32, norms stored as 1 + w)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
     config = get_config("tiny-gemma")
     torch.manual_seed(0)
     params = dict(Gemma(config).named_parameters())
-    proto = pb.ModelProto()
-    proto.ParseFromString(spm_model.read_bytes())
-    w = gguf.GGUFWriter(str(path), "gemma")
-    w.add_context_length(config.max_position_embeddings)
-    w.add_embedding_length(config.hidden_size)
-    w.add_block_count(config.num_layers)
-    w.add_feed_forward_length(config.intermediate_size)
-    w.add_head_count(config.num_heads)
-    w.add_head_count_kv(config.num_kv_heads)
-    w.add_key_length(config.head_dim)
-    w.add_value_length(config.head_dim)
-    w.add_layer_norm_rms_eps(config.rms_norm_eps)
-    w.add_tokenizer_model("llama")
-    w.add_token_list([p.piece for p in proto.pieces])
-    w.add_token_scores([p.score for p in proto.pieces])
-    w.add_token_types([int(p.type) for p in proto.pieces])
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
-    w.add_unk_token_id(3)
-    w.add_pad_token_id(0)
-    w.add_add_space_prefix(False)
+    w = gemma_gguf_writer(path, config, spm_model)
     for ours, theirs in gguf_names(config).items():
         t = params[ours].detach().float() + (1.0 if is_norm(theirs) else 0.0)
         if theirs == nan_in:
             t[0, 0] = float("nan")
         w.add_tensor(theirs, t.numpy())
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 

@@ -30,7 +30,8 @@ from minigemma.errors import MinigemmaError
 from minigemma.loading.names import gguf_names
 
 from reference import hf_model
-from test_loading_formats import gemma_pytorch_state, gguf_vocab, spm_model, write_hf  # noqa: F401 (a fixture)
+from test_loading_formats import (finish_gguf, gemma_gguf_writer, gemma_pytorch_state,  # noqa: F401 (a fixture)
+                                  spm_model, write_hf)
 
 
 
@@ -124,25 +125,7 @@ GGUF_KEYS = ["general.architecture", "gemma.context_length", "gemma.embedding_le
 
 def write_tiny_gguf(path: Path, spm: Path, mutations=()) -> Path:
     """tiny-gemma as llama.cpp's converter writes it (F32), then `mutations`: (key, GGUFValue or None to delete)."""
-    w = gguf.GGUFWriter(str(path), "gemma")
-    w.add_context_length(TINY.max_position_embeddings)
-    w.add_embedding_length(TINY.hidden_size)
-    w.add_block_count(TINY.num_layers)
-    w.add_feed_forward_length(TINY.intermediate_size)
-    w.add_head_count(TINY.num_heads)
-    w.add_head_count_kv(TINY.num_kv_heads)
-    w.add_key_length(TINY.head_dim)
-    w.add_layer_norm_rms_eps(TINY.rms_norm_eps)
-    vocab = gguf_vocab(spm)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(vocab["tokens"])
-    w.add_token_scores(vocab["scores"])
-    w.add_token_types(vocab["types"])
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
-    w.add_unk_token_id(3)
-    w.add_pad_token_id(0)
-    w.add_add_space_prefix(False)
+    w = gemma_gguf_writer(path, TINY, spm, value_length=False)
     for key, value in mutations:
         if value is None:
             w.kv_data[0].pop(key, None)
@@ -152,10 +135,7 @@ def write_tiny_gguf(path: Path, spm: Path, mutations=()) -> Path:
     names = gguf_names(TINY)
     for ours, p in Gemma(TINY).named_parameters():
         w.add_tensor(names[ours], p.detach().numpy())
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 

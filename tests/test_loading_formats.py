@@ -125,11 +125,12 @@ def gguf_vocab(spm_model: Path) -> dict:
                 types=[int(p.type) for p in proto.pieces])
 
 
-def write_gguf(hf, config, spm_model: Path, path: Path) -> Path:
-    """A Gemma 1 GGUF the way llama.cpp's converter writes one: F32 here, norms stored as (1 + w)."""
-    sd = hf.state_dict()
+def gemma_gguf_writer(path: Path, config, spm_model: Path, value_length: bool = True) -> gguf.GGUFWriter:
+    """A GGUFWriter holding a Gemma 1 config and the tokenizer as llama.cpp's converter writes them.
+
+    Add the tensors, then `finish_gguf`.
+    """
     w = gguf.GGUFWriter(str(path), "gemma")
-    w.add_name("tiny gemma")
     w.add_context_length(config.max_position_embeddings)
     w.add_embedding_length(config.hidden_size)
     w.add_block_count(config.num_layers)
@@ -137,7 +138,8 @@ def write_gguf(hf, config, spm_model: Path, path: Path) -> Path:
     w.add_head_count(config.num_heads)
     w.add_head_count_kv(config.num_kv_heads)
     w.add_key_length(config.head_dim)
-    w.add_value_length(config.head_dim)
+    if value_length:
+        w.add_value_length(config.head_dim)
     w.add_layer_norm_rms_eps(config.rms_norm_eps)
     vocab = gguf_vocab(spm_model)
     w.add_tokenizer_model("llama")
@@ -149,6 +151,21 @@ def write_gguf(hf, config, spm_model: Path, path: Path) -> Path:
     w.add_unk_token_id(3)
     w.add_pad_token_id(0)
     w.add_add_space_prefix(False)
+    return w
+
+
+def finish_gguf(w: gguf.GGUFWriter) -> None:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_gguf(hf, config, spm_model: Path, path: Path) -> Path:
+    """A Gemma 1 GGUF the way llama.cpp's converter writes one: F32 here, norms stored as (1 + w)."""
+    sd = hf.state_dict()
+    w = gemma_gguf_writer(path, config, spm_model)
+    w.add_name("tiny gemma")
 
     def put(name: str, t: torch.Tensor, norm: bool = False) -> None:
         w.add_tensor(name, (t.detach().float() + (1.0 if norm else 0.0)).numpy())
@@ -163,10 +180,7 @@ def write_gguf(hf, config, spm_model: Path, path: Path) -> Path:
                              ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj")):
             put(f"blk.{i}.{ours}.weight", sd[p + theirs + ".weight"])
     put("output_norm.weight", sd["model.norm.weight"], norm=True)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 
