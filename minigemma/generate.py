@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -10,7 +9,7 @@ from tqdm.auto import tqdm
 
 from .errors import ArgumentError
 from .model import Gemma
-from .sampling import check_sampling, sample_next
+from .sampling import is_whole, check_sampling, sample_next
 from .tokenizer import Tokenizer, check_text  # noqa: F401 (check_text: chat and the CLI import it from here)
 
 SEEDS = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (and negatives, which we refuse)
@@ -26,17 +25,13 @@ def stop_ids(tok: Tokenizer) -> set[int]:
     return ids
 
 
-def _is_whole(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)  # True is an int in Python
-
-
 def check_generation(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
                      seed: int | None) -> None:
     """Raise ArgumentError for a bad generation setting, before any work is done."""
     check_sampling(temperature, top_k, top_p)
-    if not _is_whole(max_new_tokens) or max_new_tokens < 0:
+    if not is_whole(max_new_tokens) or max_new_tokens < 0:
         raise ArgumentError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-    if seed is not None and (not _is_whole(seed) or not 0 <= seed < SEEDS):
+    if seed is not None and (not is_whole(seed) or not 0 <= seed < SEEDS):
         raise ArgumentError(f"seed must be a whole number from 0 to 2**64 - 1 = {SEEDS - 1}, got {seed!r}")
 
 

@@ -33,6 +33,10 @@ def _is_real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)  # True is an int in Python
 
 
+def is_whole(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise ArgumentError for a setting that is the wrong type or out of range."""
     if not _is_real(temperature):
@@ -43,7 +47,7 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
     if temperature > LARGEST:
         raise ArgumentError(f"temperature must be finite, got {temperature}: as T grows every token becomes "
                             "equally likely; use a temperature between 0 and about 2")
-    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
+    if top_k is not None and (not is_whole(top_k) or top_k < 1):
         raise ArgumentError(f"top_k must be a whole number >= 1 (or None to keep every token), got {top_k!r}")
     if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
         raise ArgumentError(f"top_p must be in (0, 1] (or None to keep every token), got {top_p!r}")
