@@ -12,6 +12,19 @@ from .hooks import HookPoint
 from .norm import RMSNorm
 
 
+class Unembedding(nn.Module):
+    """The output projection, tied to the embedding: logits = x @ E^T (Gemma report, section 2).
+
+    A module of its own, holding no weight, so that a faster or quantized version can replace it
+    in place (minigemma.quantize) while still reading the one embedding matrix.
+    """
+
+    def forward(self, x: torch.Tensor, embed: nn.Module) -> torch.Tensor:
+        # F.linear keeps the (vocab, hidden) weight in its stored layout: a transposed bf16 matmul
+        # was measured 100x slower on CPU (docs/pitfalls.md, performance).
+        return nn.functional.linear(x, embed.weight)  # (batch, seq, vocab)
+
+
 class Gemma(nn.Module):
     def __init__(self, config: GemmaConfig):
         super().__init__()
@@ -19,6 +32,7 @@ class Gemma(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(DecoderBlock(config, i) for i in range(config.num_layers))
         self.ln_final = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.unembed = Unembedding()
         self.hook_embed = HookPoint()  # the scaled embeddings that enter block 0
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
@@ -49,10 +63,7 @@ class Gemma(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln_final(x)
-        # Tied embeddings: the output projection is the embedding matrix itself (Gemma report, section 2).
-        # F.linear keeps the (vocab, hidden) weight in its stored layout: a transposed bf16 matmul
-        # was measured 100x slower on CPU (DESIGN.md, performance notes).
-        return nn.functional.linear(x, self.embed.weight)  # (batch, seq, vocab)
+        return self.unembed(x, self.embed)  # (batch, seq, vocab)
 
     @property
     def device(self) -> torch.device:
