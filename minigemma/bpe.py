@@ -54,6 +54,27 @@ class MissingPieceError(ValueError, AttributeError):
     """
 
 
+class TurnMarkers:
+    """The chat turn markers' ids, for a tokenizer whose `_find_piece` gives a piece's id or None.
+
+    Here rather than in tokenizer.py, which imports this module, so both tokenizers share it.
+    """
+
+    @property
+    def start_of_turn_id(self) -> int:
+        return self._required_piece("<start_of_turn>")
+
+    @property
+    def end_of_turn_id(self) -> int:
+        return self._required_piece("<end_of_turn>")
+
+    def _required_piece(self, piece: str) -> int:
+        i = self._find_piece(piece)
+        if i is None:
+            raise MissingPieceError(f"this vocabulary has no {piece} piece; chat formatting needs a Gemma vocabulary")
+        return i
+
+
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     """Decode a base-128 varint at `pos`: 7 bits per byte, low bits first, high bit = 'more'."""
     byte = buf[pos]
@@ -289,7 +310,7 @@ def decode_utf8_like_sentencepiece(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class BPETokenizer:
+class BPETokenizer(TurnMarkers):
     """SentencePiece-BPE encode/decode in pure Python, id-for-id equal to the library.
 
     Build it from a `.model` path, its bytes, or a `SentencePieceModel` (e.g. from `bpe_train`).
@@ -304,10 +325,7 @@ class BPETokenizer:
             try:
                 spec = SentencePieceModel.from_bytes(data)
             except (ValueError, UnicodeDecodeError, struct.error) as err:
-                raise ValueError(
-                    f"{source} is not a SentencePiece model file ({err}). Pass a `tokenizer.model` "
-                    "(a serialized sentencepiece ModelProto), e.g. the one minigemma writes from a GGUF."
-                ) from None
+                raise not_a_model_file(source, err) from None
         _validate(spec, source)
         self.model = spec
         self._pieces = spec.pieces
@@ -435,14 +453,6 @@ class BPETokenizer:
     def piece_to_id(self, p: str) -> int:
         """Like the library: reserved pieces first, then the rest, unknown strings -> unk_id."""
         return self._reserved.get(p, self._mergeable.get(p, self.unk_id))
-
-    @property
-    def start_of_turn_id(self) -> int:
-        return self._special_text_id("<start_of_turn>")
-
-    @property
-    def end_of_turn_id(self) -> int:
-        return self._special_text_id("<end_of_turn>")
 
     # ----- step 2: normalization -------------------------------------------------------------
 
@@ -577,27 +587,33 @@ class BPETokenizer:
         i = self._reserved.get(piece, -1)
         return i if i >= 0 and self._types[i] == CONTROL else -1
 
-    def _special_text_id(self, piece: str) -> int:
-        i = self._mergeable.get(piece, self._reserved.get(piece))
-        if i is None:
-            raise MissingPieceError(f"this vocabulary has no {piece} piece; chat formatting needs a Gemma vocabulary")
-        return i
+    def _find_piece(self, piece: str) -> int | None:
+        return self._mergeable.get(piece, self._reserved.get(piece))
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
-def _validate(spec: SentencePieceModel, source: str) -> None:
-    """Refuse what we cannot reproduce exactly, with the reason and the way out."""
-    if not spec.pieces:
+def not_a_model_file(source: str, err: Exception) -> ValueError:
+    return ValueError(f"{source} is not a SentencePiece model file ({err}). Pass a `tokenizer.model` "
+                      "(a serialized sentencepiece ModelProto), e.g. the one minigemma writes from a GGUF.")
+
+
+def check_bpe_kind(source: str, pieces: int, kind: str) -> None:
+    """What both tokenizers refuse first: a model without pieces, or of a type (`kind`) other than BPE."""
+    if not pieces:
         raise ValueError(f"{source} has no pieces: the file is empty or not a SentencePiece model.")
-    if spec.model_type != BPE:
-        kind = MODEL_TYPES.get(spec.model_type, str(spec.model_type))
+    if kind != MODEL_TYPES[BPE]:
         raise ValueError(
             f"{source} is a SentencePiece {kind} model; minigemma's tokenizers implement BPE, "
             "the type Gemma uses. Use a Gemma tokenizer.model (or run this one with the "
             "`sentencepiece` package directly)."
         )
+
+
+def _validate(spec: SentencePieceModel, source: str) -> None:
+    """Refuse what we cannot reproduce exactly, with the reason and the way out."""
+    check_bpe_kind(source, len(spec.pieces), MODEL_TYPES.get(spec.model_type, str(spec.model_type)))
     if len(set(spec.pieces)) != len(spec.pieces) or "" in spec.pieces:
         raise ValueError(f"{source} has empty or duplicated pieces; rebuild the model file.")
     if spec.types.count(UNKNOWN) != 1:

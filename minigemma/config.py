@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -171,3 +171,12 @@ def get_config(name: str) -> GemmaConfig:
         raise ConfigError(
             f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
         ) from None
+
+
+def matching_preset(config: GemmaConfig, ignore: Iterable[str] = ()) -> GemmaConfig | None:
+    """The preset equal to `config` in every field but the name and those in `ignore`, if any.
+
+    Loaders name what they read after it, so that a model read from any file is "gemma-2b" again.
+    """
+    own = {field: getattr(config, field) for field in ("name", *ignore)}
+    return next((preset for preset in PRESETS.values() if preset.replace(**own) == config), None)

@@ -24,9 +24,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-# Piece types (GGUF's `tokenizer.ggml.token_type` uses SentencePiece's numbers) and the "▁".
+# Piece types (GGUF's `tokenizer.ggml.token_type` uses SentencePiece's numbers), the "▁", and
+# what both tokenizers share.
 # minigemma.bpe is pure Python: importing from it does not pull in sentencepiece.
-from .bpe import BYTE, SPACE, UNKNOWN, USER_DEFINED, MissingPieceError
+from .bpe import BYTE, SPACE, UNKNOWN, USER_DEFINED, TurnMarkers, check_bpe_kind, not_a_model_file
 from .errors import ArgumentError, CheckpointError, ModelNotFoundError
 
 BACKENDS = ("sentencepiece", "python")
@@ -91,7 +92,7 @@ def check_text(text: str, what: str = "the prompt") -> None:
                             "send UTF-8 (check the terminal's or the file's encoding)") from None
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(TurnMarkers):
     """`Tokenizer` on top of `sentencepiece.SentencePieceProcessor` (a `.model` path or its bytes)."""
 
     def __init__(self, model: str | Path | bytes) -> None:
@@ -123,19 +124,9 @@ class SentencePieceTokenizer:
     def piece_to_id(self, p: str) -> int:
         return self._sp.piece_to_id(p)  # unknown strings give unk_id, as in the library
 
-    @property
-    def start_of_turn_id(self) -> int:
-        return self._required_piece("<start_of_turn>")
-
-    @property
-    def end_of_turn_id(self) -> int:
-        return self._required_piece("<end_of_turn>")
-
-    def _required_piece(self, piece: str) -> int:
+    def _find_piece(self, piece: str) -> int | None:
         i = self._sp.piece_to_id(piece)
-        if self._sp.id_to_piece(i) != piece:  # the library answers unk_id for missing pieces
-            raise MissingPieceError(f"this vocabulary has no {piece} piece; chat formatting needs a Gemma vocabulary")
-        return i
+        return i if self._sp.id_to_piece(i) == piece else None  # the library answers unk_id for missing pieces
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
@@ -306,16 +297,5 @@ def _check_bpe_model(data: bytes, source: str) -> None:
     try:
         proto = pb.ModelProto.FromString(data)
     except (DecodeError, RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"{source} is not a SentencePiece model file ({err}). Pass a `tokenizer.model` "
-            "(a serialized sentencepiece ModelProto), e.g. the one minigemma writes from a GGUF."
-        ) from None
-    if not proto.pieces:
-        raise ValueError(f"{source} has no pieces: the file is empty or not a SentencePiece model.")
-    if proto.trainer_spec.model_type != pb.TrainerSpec.BPE:
-        kind = pb.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
-        raise ValueError(
-            f"{source} is a SentencePiece {kind} model; minigemma's tokenizers implement BPE, "
-            "the type Gemma uses. Use a Gemma tokenizer.model (or run this one with the "
-            "`sentencepiece` package directly)."
-        )
+        raise not_a_model_file(source, err) from None
+    check_bpe_kind(source, len(proto.pieces), pb.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import html
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 import numpy as np
@@ -43,10 +45,17 @@ def show_figure(out: widgets.Output, fig: Figure) -> None:
                     "metadata": {}},)
 
 
-def show_error(out: widgets.Output) -> None:
-    """Show the current exception in the explorer itself: a widget callback's error would
-    otherwise go only to the kernel's log, where a reader never looks."""
-    out.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc(limit=3)},)
+@contextmanager
+def errors_shown_in(out: widgets.Output) -> Iterator[None]:
+    """Show an exception from the block in the explorer itself, then let it propagate: a widget
+    callback's error would otherwise go only to the kernel's log, where a reader never looks."""
+    try:
+        yield
+    except Exception as err:
+        # From the block's frames on, as if caught there: this frame tells the reader nothing.
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next, limit=3))
+        out.outputs = ({"output_type": "stream", "name": "stderr", "text": text},)
+        raise
 
 
 def _encode(tok, text: str, max_tokens: int) -> list[int]:
@@ -96,27 +105,21 @@ class AttentionExplorer(widgets.VBox):
         return f"layer {layer} ({kind}), head {head} (kv head {kv})"
 
     def _redraw_all(self, change=None) -> None:
-        try:
+        with errors_shown_in(self.heatmap_out):
             layer, head = self.layer.value, self.head.value
             window = self.model.config.sliding_window if self.local[layer] else None
             fig = viz.attention_figure(self.patterns[layer, head], self.labels, self._title(), window)
             self.figures["heatmap"] = fig
             show_figure(self.heatmap_out, fig)
-        except Exception:
-            show_error(self.heatmap_out)
-            raise
         self._redraw_summary()
 
     def _redraw_summary(self, change=None) -> None:
-        try:
+        with errors_shown_in(self.summary_out):
             values = viz.head_summary(self.patterns, self.summary.value)
             fig = viz.head_summary_figure(values, self.summary.value, self.local,
                                           (self.layer.value, self.head.value))
             self.figures["summary"] = fig
             show_figure(self.summary_out, fig)
-        except Exception:
-            show_error(self.summary_out)
-            raise
 
 
 class SamplerPlayground(widgets.VBox):
@@ -156,11 +159,8 @@ class SamplerPlayground(widgets.VBox):
         self.add_class("minigemma-sampler-playground")
 
     def _on_prompt(self, change) -> None:
-        try:
+        with errors_shown_in(self.chart_out):
             self.reset()
-        except Exception:
-            show_error(self.chart_out)
-            raise
 
     def settings(self) -> tuple[float, int | None, float | None]:
         """The sliders as next_token_probs arguments (0 and 1.0 mean "off")."""
@@ -201,14 +201,11 @@ class SamplerPlayground(widgets.VBox):
         done = " <i>(stopped)</i>" if self.step_button.disabled else ""
         self.text_view.value = (f"<div style='white-space: pre-wrap'>{html.escape(self.prompt.value)}"
                                 f"<b style='color: #1f77b4'>{new_text}</b>{done}</div>")
-        try:
+        with errors_shown_in(self.chart_out):
             self.data = viz.sampler_data(self.logits, *self.settings(), n=self.bars)
             fig = viz.sampler_figure(self.data, viz.token_labels(self.tok, self.data["ids"]))
             self.figures["chart"] = fig
             show_figure(self.chart_out, fig)
-        except Exception:
-            show_error(self.chart_out)
-            raise
 
 
 class LogitLensExplorer(widgets.VBox):
@@ -253,7 +250,7 @@ class LogitLensExplorer(widgets.VBox):
         return values, cells
 
     def _redraw(self, change=None) -> None:
-        try:
+        with errors_shown_in(self.out):
             values, cells = self.table()
             lo, hi = self.positions.value
             title = ("logit lens: top token and its probability" if self.mode.value == "top token"
@@ -261,9 +258,6 @@ class LogitLensExplorer(widgets.VBox):
             fig = viz.logit_lens_figure(values, cells, self.row_labels, self.labels[lo:hi + 1], title)
             self.figures["lens"] = fig
             show_figure(self.out, fig)
-        except Exception:
-            show_error(self.out)
-            raise
 
 
 class TokenView(widgets.VBox):
@@ -286,7 +280,7 @@ class TokenView(widgets.VBox):
         self.add_class("minigemma-token-view")
 
     def _redraw(self, change=None) -> None:
-        try:
+        with errors_shown_in(self.out):
             values = self.stats[self.quantity.value]
             mean = float(np.nanmean(values))
             extra = f", perplexity {2 ** mean:.1f}" if self.quantity.value == "surprisal" else ""
@@ -294,9 +288,6 @@ class TokenView(widgets.VBox):
             fig = viz.token_figure(self.labels, values, self.quantity.value)
             self.figures["tokens"] = fig
             show_figure(self.out, fig)
-        except Exception:
-            show_error(self.out)
-            raise
 
 
 def attention_explorer(model, tok, text: str, **kwargs) -> AttentionExplorer:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import minigemma
 import minigemma.mlp
 from minigemma.mlp import GeGLU
+from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.05_geglu")  # file names start with a digit
@@ -26,16 +27,6 @@ def mlp_and_x():
     mlp = GeGLU(32, 80)
     x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1))
     return mlp, x
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    model = minigemma.Gemma(minigemma.get_config("tiny-gemma3")).eval()
-    with torch.no_grad():
-        for p in model.parameters():  # norms too: their zero init would make every gain 1
-            p.normal_(0, 0.2)
-    return model
 
 
 def test_glu_with_gelu_tanh_is_geglu(mlp_and_x):
@@ -69,13 +60,14 @@ def _gate_fractions_by_hand(model, ids, threshold):
 
 
 @torch.no_grad()
-def test_gate_open_fraction_matches_a_hand_forward(tiny_model):
+def test_gate_open_fraction_matches_a_hand_forward():
+    model = random_model()
     ids = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(2))
-    got = sol.gate_open_fraction(tiny_model, ids, threshold=0.1)
-    assert got == pytest.approx(_gate_fractions_by_hand(tiny_model, ids, 0.1), abs=1e-6)
-    assert len(got) == tiny_model.config.num_layers and all(0 < f < 1 for f in got)
-    assert sol.gate_open_fraction(tiny_model, ids, threshold=1e9) == [0.0] * len(got)
-    assert all(not block.mlp._forward_pre_hooks for block in tiny_model.blocks)  # hooks removed
+    got = sol.gate_open_fraction(model, ids, threshold=0.1)
+    assert got == pytest.approx(_gate_fractions_by_hand(model, ids, 0.1), abs=1e-6)
+    assert len(got) == model.config.num_layers and all(0 < f < 1 for f in got)
+    assert sol.gate_open_fraction(model, ids, threshold=1e9) == [0.0] * len(got)
+    assert all(not block.mlp._forward_pre_hooks for block in model.blocks)  # hooks removed
 
 
 def test_exact_gelu_context_manager_restores_even_after_an_error():
@@ -86,9 +78,10 @@ def test_exact_gelu_context_manager_restores_even_after_an_error():
     assert minigemma.mlp.gelu_tanh is TRAINED_GELU
 
 
-def test_exact_gelu_report_on_a_tiny_model(tiny_model):
+def test_exact_gelu_report_on_a_tiny_model():
+    model = random_model()
     ids = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(3))
-    report = sol.exact_gelu_report(tiny_model, ids)
+    report = sol.exact_gelu_report(model, ids)
     assert report["max_abs_logit_change"] > 0
     assert 0.0 <= report["top1_agreement"] <= 1.0
     assert minigemma.mlp.gelu_tanh is TRAINED_GELU

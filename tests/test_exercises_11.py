@@ -7,24 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minigemma import Gemma, get_config, viz
+from minigemma import get_config, viz
 from minigemma.inspection import run_with_cache
+from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.11_attention_explorer")
 
 
-def tiny_model():
-    torch.manual_seed(0)
-    model = Gemma(get_config("tiny-gemma3")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return model
-
-
 def test_prev_token_scores_match_the_package():
-    model = tiny_model()
+    model = random_model()
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(0))
     _, cache = run_with_cache(model, ids, "hook_pattern")
     patterns = [cache[f"blocks.{i}.attn.hook_pattern"][0] for i in range(model.config.num_layers)]
@@ -33,7 +25,7 @@ def test_prev_token_scores_match_the_package():
 
 
 def test_induction_scores_shape_and_meaning():
-    model = tiny_model()
+    model = random_model()
     scores = sol.induction_scores(model, period=6, seed=0)
     assert scores.shape == (6, 4) and ((0 <= scores) & (scores <= 1)).all()
     ids = sol.repeated_tokens(5, seed=3)
@@ -47,7 +39,7 @@ def test_induction_heads_in_the_real_model(gemma3_270m):
 
 
 def test_receptive_field_by_perturbation():
-    model = tiny_model()
+    model = random_model()
     cfg = model.config  # window 8; layers 0, 1 local, layer 2 global
     assert [sol.receptive_field(cfg, n) for n in range(4)] == [0, 7, 14, None]
     assert sol.receptive_field(get_config("gemma3-270m"), 5) == 5 * 511

@@ -6,24 +6,15 @@ from pathlib import Path
 
 import torch
 
-from minigemma import Gemma, get_config
 from minigemma.inspection import ablate_head, lens_filter, run_with_cache
+from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.12_logit_lens")
 
 
-def tiny_model():
-    torch.manual_seed(0)
-    model = Gemma(get_config("tiny-gemma3")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return model
-
-
 def test_lens_rank():
-    model = tiny_model()
+    model = random_model()
     ids = [2, 40, 99, 7, 300, 12]
     logits, cache = run_with_cache(model, ids, lens_filter)
     top = int(logits[0, 3].argmax())
@@ -34,7 +25,7 @@ def test_lens_rank():
 
 
 def test_patching_curve():
-    model = tiny_model()
+    model = random_model()
     clean, corrupt = [2, 40, 99, 7, 300, 12], [2, 40, 55, 7, 300, 12]  # they differ at position 2 only
     answer = 17
     curve = sol.patching_curve(model, clean, corrupt, position=2, answer_id=answer)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import PRESETS, GemmaConfig, check_fields, field_error, is_int, is_number
+from ..config import GemmaConfig, check_fields, field_error, is_int, is_number, matching_preset
 from ..errors import CheckpointError, ConfigError, ModelNotFoundError
 from ..tokenizer import SentencePieceTokenizer, tokenizer_model_from_gguf_fields
 from .names import gguf_names, is_norm
@@ -115,10 +115,8 @@ def config_from_gguf(reader, path: str | Path = "") -> GemmaConfig:
     keys = {ours: f"{arch}.{key}" for ours, key in GGUF_KEYS.items()} | {"vocab_size": "len(tokenizer.ggml.tokens)"}
     check_fields(fields, str(path), keys, fix)
     config = GemmaConfig(**fields)
-    for name, preset in PRESETS.items():
-        if preset.replace(name="custom") == config:  # say which known model this is
-            return preset
-    return config.replace(name=str(_field(reader, "general.name", "custom", path)))
+    # A known model keeps its preset's name; any other is named as the file names it.
+    return matching_preset(config) or config.replace(name=str(_field(reader, "general.name", "custom", path)))
 
 
 def _tokenizer_types() -> dict[str, tuple[set[tuple], str]]:

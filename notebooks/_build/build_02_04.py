@@ -126,7 +126,7 @@ NB02 = [
     bfloat16 keeps 8 significant bits, so $\sqrt{2048} = 45.2548\ldots$ becomes 45.25, and
     $\sqrt{3072} = 55.4256\ldots$ becomes 55.5. The checkpoints were trained with the rounded
     numbers, so a faithful reimplementation rounds too (transformers' Gemma code has a comment on
-    exactly this; it is pitfall 3 in our design notes).
+    exactly this; it is pitfall 3 in [docs/pitfalls.md](../docs/pitfalls.md)).
     """),
     code(r"""
     for name in ["gemma-2b", "gemma-7b", "gemma3-270m"]:
@@ -462,7 +462,7 @@ NB03 = [
     Check against the package (`rope_frequencies`, `rope_cos_sin`, `apply_rope`) and against
     transformers, whose `GemmaRotaryEmbedding` builds its own cos/sin tables. Queries are shaped
     (batch, heads, seq, head_dim); positions are integers, and every angle is computed in float32
-    (pitfall 4 in our design notes, exercise 3).
+    (pitfall 4 in [docs/pitfalls.md](../docs/pitfalls.md), exercise 3).
     """),
     code(r"""
     import transformers

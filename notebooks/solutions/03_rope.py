@@ -41,7 +41,7 @@ def pairs_turning_within(span: int, head_dim: int, theta: float) -> int:
     return int((wavelengths(head_dim, theta) <= span).sum())
 
 
-# Exercise 3: why positions must stay integers (DESIGN pitfall 4).
+# Exercise 3: why positions must stay integers (docs/pitfalls.md, pitfall 4).
 def first_unrepresentable_position(dtype: torch.dtype) -> int:
     """The smallest positive integer that `dtype` cannot store exactly (2^(significand bits) + 1)."""
     # eps = 2^-(stored mantissa bits); the significand has one more, implicit, leading bit.
