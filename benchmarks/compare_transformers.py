@@ -4,7 +4,7 @@
     python benchmarks/compare_transformers.py --hf-load ours --repeats 5
 
 Prints one table: load time, prefill tokens/s (512-token prompt, last-position logits), greedy
-decode tokens/s (128 tokens, batch 1) and peak memory, for minigemma's readable and fast paths,
+decode tokens/s (128 tokens, batch 1) and peak memory, for minigemma's model at each precision, eager and compiled,
 transformers' eager `generate` in float32 and bfloat16, and llama.cpp on the same GGUF when
 llama-cpp-python is installed (benchmarks/README.md says how). Each row runs in its own process;
 benchmarks/speed.py does the measuring (see its docstring for the definitions) and has more
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402
 
-VARIANTS = ["readable-fp32", "fast-fp32", "fast-int8", "fast-int8-compiled", "fast-int8-dynemb-compiled",
-            "fast-int4", "fast-int4-compiled", "hf-fp32", "hf-bf16"]
+VARIANTS = ["fp32", "int8", "int8-dynamic", "int8-compiled", "int8-dynamic-compiled", "int4", "int4-compiled",
+            "hf-fp32", "hf-bf16"]
 
 
 def main(argv=None) -> int:

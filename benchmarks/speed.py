@@ -1,13 +1,13 @@
-"""How fast and how big: minigemma's readable and fast paths at each precision, beside transformers.
+"""How fast and how big: minigemma's one model at each precision, eager and compiled, beside transformers.
 
     python benchmarks/speed.py                       # the embedded Gemma 3 270M on this CPU
-    python benchmarks/speed.py --variants fast-int8,hf-fp32 --repeats 5
+    python benchmarks/speed.py --variants int8-dynamic-compiled,hf-fp32 --repeats 5
     python benchmarks/speed.py --device cuda --preset gemma-2b   # random full-size weights, GPU
 
 Every variant runs in its own fresh Python process, one after the other, so load time and peak
 memory are its own. For each it prints:
-  load      seconds from nothing to a model ready to run (quantized variants load the int8/int4
-            files written by minigemma.quantize.save_quantized, prepared once before timing)
+  load      seconds from nothing to a model ready to run: minigemma.load(..., quantize=scheme)
+            (quantization included), then minigemma.compile for the compiled variants
   prefill   tokens/s for a 512-token prompt into an empty KV cache, logits of the last position only
   decode    tokens/s of greedy decoding, 128 new tokens at batch 1 (minigemma: the loop of
             minigemma.generate's engine; transformers: its `generate`, timed between tokens)
@@ -44,38 +44,25 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/reference.py: transformers' con
 
 import minigemma  # noqa: E402
 
-# name -> (library, layer weights, embedding weights, path)
+# name -> (library, dtype of the float parts, minigemma.load's quantize= scheme, path)
 VARIANTS = {
-    "readable-fp32": ("minigemma", "fp32", "fp32", "readable"),
-    "readable-bf16": ("minigemma", "bf16", "bf16", "readable"),
-    "readable-int8": ("minigemma", "int8", "int8", "readable"),
-    "readable-int4": ("minigemma", "int4", "int4", "readable"),
-    "fast-fp32": ("minigemma", "fp32", "fp32", "fast"),
-    "fast-bf16": ("minigemma", "bf16", "bf16", "fast"),
-    "fast-int8": ("minigemma", "int8", "int8", "fast"),
-    "fast-int4": ("minigemma", "int4", "int4", "fast"),
-    "fast-fp32-int8emb": ("minigemma", "fp32", "int8", "fast"),
-    "fast-int8-int4emb": ("minigemma", "int8", "int4", "fast"),
-    "fast-int8-compiled": ("minigemma", "int8", "int8", "fast+compile"),
-    "fast-int4-compiled": ("minigemma", "int4", "int4", "fast+compile"),
-    "fast-bf16-compiled": ("minigemma", "bf16", "bf16", "fast+compile"),
-    # The output projection through PyTorch's int8 x int8 kernel (8-bit activations, fast.DynamicInt8Linear).
-    "fast-int8-dynemb": ("minigemma", "int8", "int8-dynamic", "fast"),
-    "fast-int8-dynemb-compiled": ("minigemma", "int8", "int8-dynamic", "fast+compile"),
-    # Decoding steps through the static-shape step that CUDA graphs record (FastGemma._decode_static),
-    # compiled without the graphs: what it costs on a CPU, where compile() does not use it.
-    "fast-int8-dynemb-static": ("minigemma", "int8", "int8-dynamic", "fast+compile+static"),
-    "hf-fp32": ("transformers", "fp32", "fp32", "eager generate"),
-    "hf-bf16": ("transformers", "bf16", "bf16", "eager generate"),
+    "fp32": ("minigemma", "fp32", None, "eager"),  # what a plain minigemma.load("gemma3-270m") gives
+    "bf16": ("minigemma", "bf16", None, "eager"),
+    "int8": ("minigemma", "fp32", "int8", "eager"),
+    "int8-dynamic": ("minigemma", "fp32", "int8-dynamic", "eager"),
+    "int4": ("minigemma", "fp32", "int4", "eager"),
+    "fp32-compiled": ("minigemma", "fp32", None, "compiled"),
+    "bf16-compiled": ("minigemma", "bf16", None, "compiled"),
+    "int8-compiled": ("minigemma", "fp32", "int8", "compiled"),
+    "int8-dynamic-compiled": ("minigemma", "fp32", "int8-dynamic", "compiled"),
+    "int4-compiled": ("minigemma", "fp32", "int4", "compiled"),
+    "hf-fp32": ("transformers", "fp32", None, "eager generate"),
+    "hf-bf16": ("transformers", "bf16", None, "eager generate"),
     # The embedded GGUF itself, run by llama.cpp (C++, hand-written SIMD kernels for its formats).
-    "llamacpp": ("llama.cpp", "Q4_K_M GGUF", "Q4_K_M GGUF", "llama-cpp-python"),
+    "llamacpp": ("llama.cpp", "Q4_K_M GGUF", None, "llama-cpp-python"),
 }
-# The readable model with int8/int4 weights is left out by default: its output projection reads
-# `embed.weight`, which a QuantizedEmbedding dequantizes in full at every step (see quantize.py);
-# run it with `--variants readable-int8,readable-int4 --decode 16 --repeats 1`.
-DEFAULT_CPU = ["readable-fp32", "readable-bf16", "fast-fp32", "fast-bf16", "fast-int8", "fast-int4",
-               "fast-fp32-int8emb", "fast-int8-int4emb", "fast-int8-dynemb", "fast-int8-compiled",
-               "fast-int4-compiled", "fast-int8-dynemb-compiled", "hf-fp32", "hf-bf16", "llamacpp"]
+DEFAULT_CPU = ["fp32", "bf16", "int8", "int8-dynamic", "int4", "fp32-compiled", "int8-compiled",
+               "int8-dynamic-compiled", "int4-compiled", "hf-fp32", "hf-bf16", "llamacpp"]
 
 
 def llama_cpp_installed() -> bool:
@@ -83,16 +70,11 @@ def llama_cpp_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("llama_cpp") is not None
-DEFAULT_GPU = ["readable-bf16", "fast-bf16", "fast-int8", "fast-int4", "fast-bf16-compiled", "hf-bf16"]
+DEFAULT_GPU = ["bf16", "int8", "int4", "bf16-compiled", "int8-compiled", "hf-bf16"]
 
 
-def stored(precision: str) -> str:
-    """The precision of the weights on disk: int8-dynamic is int8 weights run differently."""
-    return "int8" if precision == "int8-dynamic" else precision
-
-
-def weights_label(layers: str, embedding: str) -> str:
-    return layers if layers == embedding else f"{layers} + {embedding} embedding"
+def weights_label(dtype: str, scheme: str | None) -> str:
+    return scheme or dtype
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -185,33 +167,23 @@ def random_model(preset: str, device: torch.device, dtype: torch.dtype, seed: in
 
 
 def build(variant: str, args) -> tuple[object, object]:
-    """(model to time, tokenizer or None). Everything here counts as load time."""
-    library, layers, embedding, path = VARIANTS[variant]
+    """(model to time, tokenizer or None). Everything here counts as load time, quantization included."""
+    library, dtype, scheme, path = VARIANTS[variant]
     device = torch.device(args.device)
     if library == "transformers":
-        return build_transformers(layers, args), None
+        return build_transformers(dtype, args), None
     if library == "llama.cpp":
         return build_llama_cpp(args), None  # the prompts' tokenizer is fetched after the timer
     tok = None
-    if "int" in layers + embedding:
-        from minigemma.quantize import load_quantized
-
-        model = load_quantized(args.quantized_dirs[f"{layers}-{stored(embedding)}"], device=device)
-        if args.preset == "gemma3-270m":
-            tok = embedded_tokenizer()
-    elif args.preset == "gemma3-270m":
-        model, tok = minigemma.load("gemma3-270m", device=device, dtype=DTYPES[layers], progress=False)
+    if args.preset == "gemma3-270m":
+        model, tok = minigemma.load("gemma3-270m", device=device, dtype=DTYPES[dtype], progress=False,
+                                    quantize=scheme, group_size=args.group_size)
     else:
-        model = random_model(args.preset, device, DTYPES[layers])
-    if path.startswith("fast"):
-        from minigemma.fast import prepare_for_decode
+        from minigemma.quantize import apply_scheme
 
-        # Keeps the loaded weights' precision; int8-dynamic changes only how the output projection runs.
-        model = prepare_for_decode(model, embedding="int8-dynamic" if embedding == "int8-dynamic" else None)
-        if path.startswith("fast+compile"):
-            model.compile()  # the compilation itself happens in the first (untimed) round
-        if path == "fast+compile+static":
-            model._compile_static_step(cuda_graphs=False)
+        model = apply_scheme(random_model(args.preset, device, DTYPES[dtype]), scheme, args.group_size)
+    if path == "compiled":
+        minigemma.compile(model, verbose=False)  # compiles here: its minute or two counts as load time
     return model, tok
 
 
@@ -431,34 +403,11 @@ def worker(variant: str, args) -> dict:
 # The parent: prepare quantized files, run each variant in a subprocess, print the table
 # --------------------------------------------------------------------------------------------
 
-def prepare_quantized(args, variants: list[str]) -> dict[str, str]:
-    """Write int8/int4 files once (not timed): quantized variants load them like a user would."""
-    from minigemma.quantize import quantize, save_quantized
-
-    bits = {"int8": 8, "int4": 4, "fp32": None, "bf16": None}
-    dirs = {}
-    for layers, embedding in sorted({(VARIANTS[v][1], stored(VARIANTS[v][2])) for v in variants
-                                     if "int" in "".join(VARIANTS[v][1:3])}):
-        key = f"{layers}-{embedding}"
-        directory = Path(args.workdir) / f"{args.preset}-{key}-g{args.group_size}"
-        if not (directory / "quantization.json").is_file():
-            print(f"writing {key} weights to {directory} (once)", file=sys.stderr)
-            if args.preset == "gemma3-270m":
-                model, _ = minigemma.load("gemma3-270m", progress=False)
-            else:  # quantized where it is built (a GPU does it in seconds); saved from there
-                model = random_model(args.preset, torch.device(args.device), torch.bfloat16)
-            model = quantize(model, group_size=args.group_size, layer_bits=bits[layers], embedding_bits=bits[embedding])
-            save_quantized(model, directory)
-            del model
-        dirs[key] = str(directory)
-    return dirs
-
-
 def run_variant(variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, "--device", args.device, "--preset", args.preset,
            "--repeats", str(args.repeats), "--prefill", str(args.prefill), "--decode", str(args.decode),
            "--threads", str(args.threads), "--hf-load", args.hf_load, "--group-size", str(args.group_size),
-           "--quantized-dirs", json.dumps(args.quantized_dirs), "--hf-dir", args.hf_dir]
+           "--hf-dir", args.hf_dir]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         signal = f" (killed by signal {-out.returncode})" if out.returncode < 0 else ""
@@ -503,10 +452,10 @@ def table(rows: list[dict], bandwidth: float, baselines: list[str]) -> str:
             "GB read/token", "bound tok/s", "% of bound", *heads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        library, layers, embedding, path = VARIANTS[r["variant"]]
+        library, dtype, scheme, path = VARIANTS[r["variant"]]
         gb = r["bytes_per_token"] / 1e9
         bound = bandwidth / gb
-        cells = [r["variant"], library, weights_label(layers, embedding), path, f"{r['load']:.1f}", f"{r['prefill']:.0f}",
+        cells = [r["variant"], library, weights_label(dtype, scheme), path, f"{r['load']:.1f}", f"{r['prefill']:.0f}",
                  f"{r['decode']:.1f}", f"{r['peak_gb']:.2f}", f"{gb:.3f}", f"{bound:.0f}",
                  f"{100 * r['decode'] / bound:.0f}%", *ratios(r)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -519,9 +468,9 @@ def short_table(rows: list[dict], bandwidth: float, baselines: list[str]) -> str
     head = ["", "load s", "prefill tok/s (512)", "decode tok/s (128)", "peak memory GB", *heads, "% of bound"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        library, layers, embedding, path = VARIANTS[r["variant"]]
+        library, dtype, scheme, path = VARIANTS[r["variant"]]
         bound = bandwidth / (r["bytes_per_token"] / 1e9)
-        cells = [f"{library} {weights_label(layers, embedding)}, {path}", f"{r['load']:.1f}", f"{r['prefill']:.0f}",
+        cells = [f"{library} {weights_label(dtype, scheme)}, {path}", f"{r['load']:.1f}", f"{r['prefill']:.0f}",
                  f"{r['decode']:.1f}", f"{r['peak_gb']:.2f}", *ratios(r), f"{100 * r['decode'] / bound:.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -545,18 +494,15 @@ def parse_args(argv=None):
                    help="transformers builds its model from our weights (ours, fast) or reads the GGUF "
                         "itself (gguf, ~1 minute, its real load time)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "minigemma-bench"),
-                   help="where quantized files are written once")
+                   help="where transformers' copy of the weights is written once")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--table", choices=["full", "short"], default="full",
                    help="short: only load, prefill, decode and peak memory (compare_transformers.py)")
     p.add_argument("--baseline", default="hf-fp32,hf-bf16",
                    help="comma-separated variants whose decode speed the ratio columns divide by")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--quantized-dirs", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--hf-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if isinstance(args.quantized_dirs, str):
-        args.quantized_dirs = json.loads(args.quantized_dirs)
     return args
 
 
@@ -596,7 +542,6 @@ def main(argv=None) -> int:
             return 2
         print("llama-cpp-python is not installed: leaving llama.cpp out of the table", file=sys.stderr)
         variants.remove("llamacpp")
-    args.quantized_dirs = prepare_quantized(args, variants)
     if args.preset == "gemma3-270m" and args.hf_load == "ours" and any(v.startswith("hf-") for v in variants):
         args.hf_dir = prepare_hf_dir(args)
     load_before = os.getloadavg()[0]

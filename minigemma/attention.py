@@ -20,28 +20,73 @@ from .rope import apply_rope, rope_cos_sin
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated once for `max_len` positions.
+    """Keys and values of every layer, in buffers allocated once and written in place.
 
-    Decoding one token would otherwise recompute keys and values for the whole prefix at
-    every step. Allocating the buffers up front (rather than concatenating per step) keeps
-    memory flat and avoids a copy per token.
+    Decoding one token would otherwise recompute keys and values for the whole prefix at every
+    step. The buffers have a fixed size, and a forward pass writes into them at the positions
+    it is given (a tensor, not a Python int), so every decoding step has the same shapes: the
+    same code serves prefill, eager decoding, and a step that torch.compile or a CUDA graph
+    can record once (gpt-fast's design).
+
+    A global layer keeps a slot per position, `max_len` of them. A local (sliding-window) layer
+    never looks further back than its window, so it keeps only `window` slots and position p
+    goes to slot p % window, overwriting the key that has just fallen out of every later query's
+    window: a ring buffer. For the Gemma 3 270M at 32k tokens that is 15 layers of 512 slots and
+    3 of 32,768 instead of 18 of 32,768 (notebook 07 measures it).
     """
 
     def __init__(self, config: GemmaConfig, batch: int, max_len: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        shape = (batch, config.num_kv_heads, max_len, config.head_dim)  # (batch, kv_heads, seq, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 windows: list[int | None] | None = None):
+        # windows: each layer's window (None: global); by default the config's. Gemma.new_cache
+        # passes its layers' own, so a layer whose window a reader changed gets the slots it needs.
+        if windows is None:
+            windows = [config.sliding_window if config.is_local_layer(i) else None for i in range(config.num_layers)]
+        self.k, self.v = [], []
+        for window in windows:
+            slots = max_len if window is None else min(window, max_len)
+            shape = (batch, config.num_kv_heads, slots, config.head_dim)  # (batch, kv_heads, slots, head_dim)
+            self.k.append(torch.zeros(shape, device=device, dtype=dtype))
+            self.v.append(torch.zeros(shape, device=device, dtype=dtype))
         self.max_len = max_len
         self.length = 0  # positions filled so far; the model advances it after the last layer
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (batch, kv_heads, new, head_dim) at `start` and return all keys/values so far."""
-        end = start + k.shape[2]
-        self.check_room(end)
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+    def slots(self, layer: int) -> int:
+        return self.k[layer].shape[2]
+
+    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (batch, kv_heads, seq, head_dim) of `positions` (seq,); return the keys and
+        values the new queries attend to, whose positions `key_positions` gives.
+
+        One new token (decoding) is written first and then sees the whole buffer. A chunk of
+        several tokens attends to the buffer as it was plus the chunk itself, and only then
+        overwrites it: in a ring buffer the chunk's later keys would otherwise replace keys
+        its earlier queries still need.
+        """
+        kb, vb = self.k[layer], self.v[layer]
+        slots = kb.shape[2]
+        if k.shape[2] == 1:
+            kb.index_copy_(2, positions % slots, k)
+            vb.index_copy_(2, positions % slots, v)
+            return kb, vb
+        keys, values = torch.cat([kb, k], dim=2), torch.cat([vb, v], dim=2)  # (batch, kv, slots + seq, d)
+        n = min(k.shape[2], slots)  # a chunk longer than a ring keeps only its last `slots` keys
+        kb.index_copy_(2, positions[-n:] % slots, k[:, :, -n:])
+        vb.index_copy_(2, positions[-n:] % slots, v[:, :, -n:])
+        return keys, values
+
+    @staticmethod
+    def key_positions(positions: torch.Tensor, slots: int) -> torch.Tensor:
+        """The position held by each key `update` returns for queries at `positions`; negative = empty.
+
+        After position `last` is written, slot s holds the latest position p <= last with
+        p % slots == s, which is last - ((last - s) mod slots); negative if none was written yet.
+        """
+        seq = positions.shape[0]
+        last = positions[-1] if seq == 1 else positions[0] - 1  # the newest position in the buffer
+        held = last - torch.remainder(last - torch.arange(slots, device=positions.device), slots)
+        return held if seq == 1 else torch.cat([held, positions])
 
     def check_room(self, end: int) -> None:
         """Raise a clear error if positions up to `end` (exclusive) do not fit."""
@@ -60,10 +105,11 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None)
 
     Causal: a token sees itself and the past, never the future. With a sliding window
     (Gemma 3 local layers) it also forgets keys `window` or more positions back, so each
-    query sees at most `window` keys, itself included.
+    query sees at most `window` keys, itself included. A negative key position marks an
+    empty cache slot (KVCache.key_positions), which nobody sees.
     """
     diff = q_pos[:, None] - k_pos[None, :]  # how far back each key is
-    mask = diff >= 0
+    mask = (diff >= 0) & (k_pos >= 0)[None, :]
     if window is not None:
         mask &= diff < window
     return mask
@@ -94,7 +140,14 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # (batch, heads, q, k) softmax weights
         self.hook_z = HookPoint()        # (batch, seq, heads, head_dim) per-head outputs, before o_proj
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch, seq, hidden) at `positions` (seq,) -> (batch, seq, hidden).
+
+        `rope` (this layer's cos, sin) and `mask` depend only on the positions, not on the layer:
+        the model computes them once per forward pass and hands them to every layer (Gemma.forward).
+        Called on its own, the layer computes them itself.
+        """
         batch, seq, _ = x.shape
         # (batch, seq, heads * head_dim) -> (batch, heads, seq, head_dim)
         q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
@@ -102,14 +155,15 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
+        cos, sin = rope if rope is not None else rope_cos_sin(positions, self.head_dim, self.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
         if cache is not None:
-            k, v = cache.update(self.layer, int(positions[0]), k, v)  # (batch, kv_heads, past + seq, head_dim)
-        k_pos = torch.arange(k.shape[2], device=x.device)
-        mask = attention_mask(positions, k_pos, self.window)
+            k, v = cache.update(self.layer, positions, k, v)  # (batch, kv_heads, keys, head_dim)
+        if mask is None:
+            k_pos = KVCache.key_positions(positions, cache.slots(self.layer)) if cache is not None else positions
+            mask = attention_mask(positions, k_pos, self.window)
 
         if self.hook_pattern.active:
             z = self._explicit_attention(q, k, v, mask)

@@ -32,9 +32,10 @@ class DecoderBlock(nn.Module):
         self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
         self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)  # (batch, seq, hidden): the residual stream entering this layer
-        h = self.attn(self.attn_norm(x), positions, cache)
+        h = self.attn(self.attn_norm(x), positions, cache, rope, mask)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = self.hook_resid_mid(x + self.hook_attn_out(h))

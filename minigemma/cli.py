@@ -32,14 +32,16 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
-FAST = ("fp32", "bf16", "int8", "int4", "int8-dynamic")
+QUANTIZE = ("int8", "int8-dynamic", "int4")
 
 
-def _add_fast_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fast", choices=FAST, default=None, metavar="{" + ",".join(FAST) + "}",
-                   help="decode with the fast path (minigemma.fast) and weights in this precision; "
-                        "int8-dynamic: int8 weights, and the output projection through PyTorch's int8 x int8 "
-                        "kernel (fastest on a CPU; benchmarks/RESULTS.md)")
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantize", choices=QUANTIZE, default=None, metavar="{" + ",".join(QUANTIZE) + "}",
+                   help="replace the weights by quantized ones (minigemma.quantize); int8-dynamic: int8, and the "
+                        "output projection through PyTorch's int8 x int8 kernel (fastest on a CPU; "
+                        "benchmarks/RESULTS.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decoding step with torch.compile first (a minute or two; faster afterwards)")
 
 
 def _sampling(args) -> dict:
@@ -56,14 +58,10 @@ def _load(args):
     import minigemma
 
     dtype = DTYPES[args.dtype] if args.dtype else None
-    model, tok = minigemma.load(args.model, device=args.device, dtype=dtype, tokenizer=args.tokenizer)
-    if getattr(args, "fast", None):
-        from .fast import prepare_for_decode
-
-        if args.fast == "int8-dynamic":
-            model = prepare_for_decode(model, "int8", embedding="int8-dynamic")
-        else:
-            model = prepare_for_decode(model, args.fast)
+    model, tok = minigemma.load(args.model, device=args.device, dtype=dtype, tokenizer=args.tokenizer,
+                                quantize=getattr(args, "quantize", None))
+    if getattr(args, "compile", False):
+        minigemma.compile(model)
     return model, tok
 
 
@@ -154,7 +152,11 @@ def cmd_info(args) -> None:
         print(f"attention    {local} local layers (window {c.sliding_window}), {c.num_layers - local} global")
     print(f"context      {c.max_position_embeddings}")
     print(f"vocabulary   {tok.vocab_size} pieces (bos {tok.bos_id}, eos {tok.eos_id})")
-    print(f"weights      {model.embed.weight.dtype} on {model.embed.weight.device}")
+    # The final norm's weight: the activations' dtype even when the embedding is quantized.
+    weights = str(model.ln_final.weight.dtype).removeprefix("torch.")
+    if getattr(model, "quantization", None):
+        weights += ", int" + "/int".join(sorted({str(v["bits"]) for v in model.quantization["layers"].values()}))
+    print(f"weights      {weights} on {model.device}")
 
 
 def _size(n: int) -> str:
@@ -197,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate", help="continue a prompt, streaming tokens")
     g.add_argument("prompt")
     _add_model_args(g)
-    _add_fast_arg(g)
+    _add_speed_args(g)
     _add_sampling_args(g, 64)
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("chat", help="talk to an instruction-tuned model in Gemma's chat format")
     c.add_argument("--system", default=None, help="folded into the first user turn (Gemma has no system role)")
     _add_model_args(c)
-    _add_fast_arg(c)
+    _add_speed_args(c)
     _add_sampling_args(c, 256)
     c.set_defaults(func=cmd_chat)
     i = sub.add_parser("info", help="describe a model")

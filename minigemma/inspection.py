@@ -241,7 +241,7 @@ def logit_lens(model: nn.Module, cache: Mapping[str, torch.Tensor],
     if positions is not None:
         index = torch.as_tensor([positions] if isinstance(positions, int) else list(positions), device=stack.device)
         stack = stack.index_select(2, index)
-    return nn.functional.linear(model.ln_final(stack), model.embed.weight)
+    return model.unembed(model.ln_final(stack), model.embed)  # the model's own output projection, quantized or not
 
 
 @dataclass
@@ -277,7 +277,7 @@ def logit_lens_table(model: nn.Module, cache: Mapping[str, torch.Tensor], k: int
         row_target = padded.repeat(layers)
     top_ids, top_probs, target_probs = [], [], []
     for start in range(0, rows.shape[0], chunk):
-        logits = nn.functional.linear(model.ln_final(rows[start:start + chunk]), model.embed.weight).float()
+        logits = model.unembed(model.ln_final(rows[start:start + chunk]), model.embed).float()
         logz = logits.logsumexp(-1, keepdim=True)  # softmax's normaliser, without materialising the probabilities
         top = logits.topk(k, dim=-1)
         top_ids.append(top.indices)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import KVCache
+from .attention import KVCache, attention_mask
 from .block import DecoderBlock
 from .config import GemmaConfig
 from .hooks import HookPoint
 from .norm import RMSNorm
+from .rope import rope_cos_sin
 
 
 class Unembedding(nn.Module):
@@ -33,6 +34,9 @@ class Gemma(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(config, i) for i in range(config.num_layers))
         self.ln_final = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.unembed = Unembedding()
+        self.compiled_step = None  # minigemma.compile sets these three
+        self.cuda_graphs = False
+        self.static_cache: KVCache | None = None
         self.hook_embed = HookPoint()  # the scaled embeddings that enter block 0
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
@@ -50,20 +54,48 @@ class Gemma(nn.Module):
                 f"sequence of {start + seq} tokens is longer than the model's context of "
                 f"{self.config.max_position_embeddings}; shorten the prompt or max_new_tokens"
             )
+        if cache is not None:
+            cache.check_room(start + seq)  # else index_copy_ past the end fails with an opaque index error
         positions = torch.arange(start, start + seq, device=input_ids.device)
+        step = self.forward_at
+        if self.compiled_step is not None and seq == 1 and cache is not None and not self.hooked():
+            step = self.compiled_step  # minigemma.compile: the same function, recorded once
+        logits = step(input_ids, positions, cache, last_only)
+        if cache is not None:
+            cache.length = start + seq
+        return logits
 
+    def forward_at(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache | None,
+                   last_only: bool) -> torch.Tensor:
+        """The forward pass at `positions` (seq,), a tensor: nothing here depends on a Python
+        number that changes from step to step, so one decoding step can be compiled for all."""
         x = self.embed(input_ids)  # (batch, seq, hidden)
         # Pitfall 3: scale by sqrt(hidden) *in the activation dtype*, as the reference does: in
         # bf16 sqrt(2048) = 45.254... rounds to 45.25, and the checkpoints were trained with that.
         x = self.hook_embed(x * torch.tensor(self.config.hidden_size ** 0.5, dtype=x.dtype))
-        for block in self.blocks:
-            x = block(x, positions, cache)
-        if cache is not None:
-            cache.length = start + seq
+        # What depends only on the positions is computed once here, not once per layer: RoPE's
+        # cos/sin for each base (local and global layers use different ones), and the mask for
+        # each kind of layer (each window size and number of cache slots).
+        rope, masks = {}, {}
+        for i, block in enumerate(self.blocks):
+            attn = block.attn
+            if attn.rope_theta not in rope:
+                rope[attn.rope_theta] = rope_cos_sin(positions, self.config.head_dim, attn.rope_theta)
+            slots = cache.slots(i) if cache is not None else None
+            if (slots, attn.window) not in masks:
+                k_pos = KVCache.key_positions(positions, slots) if cache is not None else positions
+                masks[slots, attn.window] = attention_mask(positions, k_pos, attn.window)
+            x = block(x, positions, cache, rope[attn.rope_theta], masks[slots, attn.window])
         if last_only:
             x = x[:, -1:]
         x = self.ln_final(x)
         return self.unembed(x, self.embed)  # (batch, seq, vocab)
+
+    def hooked(self) -> bool:
+        """Is any forward hook registered on the model (a HookPoint or any other module)?
+        A compiled step would not call it, so hooks always run the eager forward pass."""
+        return bool(nn.modules.module._global_forward_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in self.modules())
 
     @property
     def device(self) -> torch.device:
@@ -74,7 +106,23 @@ class Gemma(nn.Module):
         # quantized (minigemma.quantize), whose `.weight` would dequantize all 262k rows; `device`
         # above reads it for the same reason.
         p = self.ln_final.weight
-        return KVCache(self.config, batch, max_len, device=p.device, dtype=p.dtype)
+        if self.compiled_step is not None:
+            # The compiled step is specialised to the cache's shapes: rounding the length up to a
+            # multiple of 256 lets nearby lengths share one compilation.
+            max_len = min(-(-max_len // 256) * 256, max(max_len, self.config.max_position_embeddings))
+            cache = self.static_cache
+            if cache is not None and cache.k[0].shape[0] == batch and cache.max_len == max_len:
+                cache.length = 0  # a reused cache: stale slots are masked out until rewritten
+                return cache
+        cache = KVCache(self.config, batch, max_len, device=p.device, dtype=p.dtype,
+                        windows=[block.attn.window for block in self.blocks])
+        if self.cuda_graphs:
+            # A CUDA graph replays fixed addresses: the cache it writes must stay where it was
+            # recorded, so one cache is kept and handed out again.
+            for t in cache.k + cache.v:
+                torch._dynamo.mark_static_address(t)
+            self.static_cache = cache
+        return cache
 
     def num_parameters(self) -> int:
         """Unique parameters; the unembedding is the embedding, so it is counted once."""

@@ -1,5 +1,6 @@
 """The terminal commands and the chat format."""
 
+import copy
 import subprocess
 import sys
 
@@ -18,13 +19,14 @@ def test_generate_command_streams_the_same_text_as_the_api(gemma3_270m, capsys):
     assert out == prompt + minigemma.generate(model, tok, prompt, max_new_tokens=12) + "\n"
 
 
-def test_generate_command_fast_path(gemma3_270m, capsys):
-    from minigemma.fast import prepare_for_decode
+def test_generate_command_quantized(gemma3_270m, capsys):
+    """--quantize int8 is load(..., quantize="int8"): the same text as the API on the same weights."""
+    from minigemma.quantize import quantize
 
     model, tok = gemma3_270m
     prompt = "The capital of France is"
-    assert main(["generate", prompt, "--max-new-tokens", "8", "--fast", "int8"]) == 0
-    expected = minigemma.generate(prepare_for_decode(model, "int8"), tok, prompt, max_new_tokens=8)
+    assert main(["generate", prompt, "--max-new-tokens", "8", "--quantize", "int8"]) == 0
+    expected = minigemma.generate(quantize(copy.deepcopy(model), bits=8), tok, prompt, max_new_tokens=8)
     assert capsys.readouterr().out == prompt + expected + "\n"
 
 

@@ -17,10 +17,10 @@ sol = importlib.import_module("solutions.07_gemma1_to_gemma3")  # file names sta
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("context", [1, 100, 4096])
-def test_kv_cache_bytes_without_ring_buffer_is_what_kvcache_allocates(name, context):
+def test_kv_cache_bytes_with_ring_buffer_is_what_kvcache_allocates(name, context):
     config = minigemma.get_config(name)
     expected = KVCache(config, batch=1, max_len=context, device="meta").memory_bytes()  # float32
-    assert sol.kv_cache_bytes(config, context, bytes_per_value=4, ring_buffer=False) == expected
+    assert sol.kv_cache_bytes(config, context, bytes_per_value=4, ring_buffer=True) == expected
 
 
 def test_kv_cache_bytes_known_values():

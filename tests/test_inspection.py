@@ -239,8 +239,11 @@ def test_hooks_work_with_the_kv_cache(model, ids):
         model(ids[:, :-1], cache=kv)
     logits, cache = run_with_cache(model, ids[:, -1:], cache=kv)
     torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
-    # One new query attends to every cached key.
-    assert cache["blocks.0.attn.hook_pattern"].shape[-2:] == (1, ids.shape[1])
+    # One new query attends to every slot of its layer's cache: one per position in a global
+    # layer, the window's worth in a local one (a ring buffer, in slot order).
+    for i, block in enumerate(model.blocks):
+        slots = ids.shape[1] if block.attn.window is None else min(block.attn.window, ids.shape[1])
+        assert cache[f"blocks.{i}.attn.hook_pattern"].shape[-2:] == (1, slots) == (1, kv.slots(i))
 
 
 def test_logit_lens_last_row_is_the_model_output(model, ids):

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, GemmaConfig, check_fields
+from ..config import GemmaConfig, check_fields, matching_preset
 from ..errors import CheckpointError, ModelNotFoundError
-from .int8 import dequantize_rows
+from ..quantize import dequantize_int8
 from .weights import FLAX_PADDED_VOCAB, GEMMA_VOCAB, match_preset
 
 log = logging.getLogger("minigemma")
@@ -167,10 +167,10 @@ def infer_config(state: dict[str, torch.Tensor], path: Path) -> GemmaConfig:
                   intermediate_size=state["model.layers.0.mlp.gate_proj.weight"].shape[0])
     check_fields(fields, str(path), fix=INFER_FIX)  # e.g. an empty embedding: no vocabulary at all
     # A preset whose shapes agree is the best guess (it knows head_dim, context, ...).
-    for preset in PRESETS.values():
-        if (preset.architecture == "gemma" and preset.replace(**fields) == preset
-                and preset.num_heads * preset.head_dim == q_rows and preset.num_kv_heads * preset.head_dim == kv_rows):
-            return match_preset(preset, str(path))
+    preset = matching_preset(GemmaConfig(**fields),
+                             ignore=("num_heads", "num_kv_heads", "head_dim", "max_position_embeddings"))
+    if preset and preset.num_heads * preset.head_dim == q_rows and preset.num_kv_heads * preset.head_dim == kv_rows:
+        return match_preset(preset, str(path))
     # Otherwise: the RoPE table gemma_pytorch saves is (2 * context, head_dim / 2) complex numbers,
     # which gives head_dim and the context; every released Gemma has head_dim 256.
     head_dim, context = 256, 8192
@@ -190,7 +190,8 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
     """Lazy tensors keyed by our names (plus unexpected ones keyed by the file's), and our -> file names.
 
     Dequantizes int8 weights to float32 unless `keep_int8`, in which case the linear layers get
-    the int8 matrix and its scales (the model must hold Int8Linear layers, see int8.py).
+    the int8 matrix and its scales as `weight` and `scale` (the model must hold Int8Linear layers,
+    see int8.py).
     `where` (the file) is named in errors.
     """
     quant = is_quantized(state)
@@ -232,7 +233,7 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
             t = t if rows is None else t[rows]  # slice first: dequantize only the rows we keep
             if dequantize:
                 scale = state[f"{key}_scaler"]
-                t = dequantize_rows(t, scale if rows is None else scale[rows])  # float32
+                t = dequantize_int8(t, scale if rows is None else scale[rows])  # float32
             return t
         return read
 
@@ -244,8 +245,9 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
             return  # fill_model reports it missing, by both names
         if quant and keep_int8 and kind == "linear":
             tensors[ours] = take(key, rows, quantized=True)  # int8, checked with its scales
-            tensors[ours + "_scaler"] = take(key + "_scaler", rows)
-            source[ours + "_scaler"] = key + "_scaler" + row_note
+            scale = ours.removesuffix("weight") + "scale"  # gemma_pytorch's weight_scaler is Int8Linear's scale
+            tensors[scale] = take(key + "_scaler", rows)
+            source[scale] = key + "_scaler" + row_note
         else:
             quantized = quant and kind != "norm"
             tensors[ours] = take(key, rows, quantized=quantized, dequantize=quantized)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from ..config import PRESETS, GemmaConfig
+from ..config import GemmaConfig, matching_preset
 from ..errors import ArgumentError, CheckpointError
 from ..model import Gemma
+from ..quantize import QuantizedLinear
 
 log = logging.getLogger("minigemma")
 
@@ -35,10 +36,9 @@ def check_dtype(dtype: torch.dtype) -> None:
 
 def match_preset(config: GemmaConfig, source: str = "checkpoint") -> GemmaConfig:
     """The named preset equal to `config` (all fields but the name), else `config` itself; logs which."""
-    for name, preset in PRESETS.items():
-        if preset.replace(name=config.name) == config:
-            log.info("%s matches preset %s", source, name)
-            return preset
+    if preset := matching_preset(config):
+        log.info("%s matches preset %s", source, preset.name)
+        return preset
     log.info("%s matches no preset; using its own hyper-parameters (%s)", source, config)
     return config
 
@@ -98,8 +98,11 @@ def fill_model(
                 f"tensor {label(name)} in {where} has shape {tuple(tensor.shape)} but {preset} expects {want}. "
                 "Likely cause: the wrong preset for this checkpoint, or a corrupt file."
             )
-        # Float weights take the requested dtype; integer ones (int8 kept by keep_int8) keep theirs.
-        target = expected[name].dtype if not expected[name].dtype.is_floating_point else dtype
+        # Float weights take the requested dtype; a quantized layer's tensors (keep_int8: int8 rows
+        # and their scales) keep the dtypes the layer was built with.
+        module_name, _, attr = name.rpartition(".")
+        keep = isinstance(model.get_submodule(module_name), QuantizedLinear) or not expected[name].is_floating_point()
+        target = expected[name].dtype if keep else dtype
         if target.is_floating_point != tensor.dtype.is_floating_point:
             raise CheckpointError(f"tensor {label(name)} in {where} is {tensor.dtype} but {preset} expects {target} "
                                   "here")
@@ -115,6 +118,5 @@ def fill_model(
                 f"tensor {label(name)} in {where} holds {bad} NaN or infinite value(s) out of {param.numel()}: the "
                 "file is corrupt (download it again) or the weights diverged in training; a model with them outputs "
                 "NaN")
-        module_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(module_name), attr, param)
     return model.eval()

@@ -27,8 +27,9 @@ CELLS = [
     - int4 quantization in groups, written by hand and checked against `minigemma.quantize`;
     - what int8 and int4 cost in quality on the real 270M: perplexity on a text and agreement of the
       next-token predictions with float32;
-    - what the fast decoding path (`minigemma.fast`) changes, why each change matters, and how close it
-      gets to the bandwidth limit;
+    - what makes the one model fast: work done once per forward pass, a KV cache written at a position
+      tensor, quantized modules swapped in place, `minigemma.compile`; and how close it gets to the
+      bandwidth limit;
     - why llama.cpp is faster still on a CPU (8-bit activations in blocks of 32), why rounding
       Gemma's activations with one scale per vector wrecks the layers, and where it is harmless.
 
@@ -49,11 +50,9 @@ CELLS = [
     import torch
 
     import minigemma
-    from minigemma.fast import prepare_for_decode
     from minigemma.inspection import run_with_cache
-    from minigemma.loading.int8 import quantize_rows
     from minigemma.loading.weights import empty_model
-    from minigemma.quantize import (QuantizedEmbedding, agreement, dequantize_int4, quantize, quantize_int4,
+    from minigemma.quantize import (agreement, dequantize_int4, float_copy, quantize, quantize_int4, quantize_int8,
                                     score_text, unpack_int4, weight_bytes)
 
     torch.manual_seed(0)
@@ -193,7 +192,7 @@ CELLS = [
         return ((w_hat - w).norm() / w.norm()).item()
 
 
-    q8, s8 = quantize_rows(w)
+    q8, s8 = quantize_int8(w)
     rows = [("int8, per row", 8 + 32 / w.shape[1], relative_error(q8.float() * s8[:, None]))]
     for g in (32, 64, 128):  # the kernels also take 256, which does not divide 640
         rows.append((f"int4, groups of {g}", 4 + 32 / g, relative_error(dequantize_int4(*quantize_int4(w, g)))))
@@ -255,10 +254,11 @@ CELLS = [
     The greedy continuation of a prompt shows the same picture. Greedy text is decided, at every
     step, by the gap between the two best logits, and where that gap is tiny, rounding picks the
     winner: rounding that differs between CPUs (an AVX2 and an AVX-512 machine sum a matmul in a
-    different order) and much more between float32 and bf16 arithmetic (the fast path of section 5
-    runs its int8 and int4 matmuls on bf16 activations, 8 significant bits). So these
-    continuations come from the readable models, in float32, and the cell checks that every token
-    won by a margin far above what rounding can move a logit:
+    different order) and much more between float32 and bf16 arithmetic (the int8 and int4 kernels
+    of section 5 take bf16 activations, 8 significant bits, where the CPU allows it). So these
+    continuations run the quantized *weights* in float32 arithmetic (`float_copy`: the same rounded
+    numbers in plain `nn.Linear` layers), and the cell checks that every token won by a margin far
+    above what rounding can move a logit:
     """),
     code(r"""
     def greedy(m, ids: list[int], n: int) -> tuple[list[int], float]:
@@ -278,50 +278,44 @@ CELLS = [
     prompt = "My grandmother's kitchen"
     prompt_ids = tok.encode(prompt, add_bos=True)
     for label, m in [("fp32", model), ("int8", quantized["int8"]), ("int4 g32", quantized["int4, groups of 32"])]:
-        if isinstance(m.embed, QuantizedEmbedding):
-            # The readable model's output projection reads embed.weight, which a QuantizedEmbedding
-            # dequantizes in full at every step: dequantize it once, in a copy (the same numbers).
-            m = copy.deepcopy(m)
-            m.embed = torch.nn.Embedding.from_pretrained(m.embed.weight)
         with torch.no_grad():
-            new, gap = greedy(m, prompt_ids, 12)
+            new, gap = greedy(float_copy(m), prompt_ids, 12)
         print(f"{label:8s}", repr(tok.decode(new)))
-        assert gap > 0.01  # 100x what float32 rounding moves these logits (~1e-4: see fast vs readable below)
+        assert gap > 0.01  # 100x what float32 rounding moves these logits (~1e-4 across CPUs, tests/test_real_270m.py)
     """),
     md(r"""
-    ## 5. The fast path
+    ## 5. Speed, as changes to this model
 
-    The readable model (notebook 06) is built to be read and hooked: a `HookPoint` at every
-    interesting tensor, RoPE angles and masks computed inside each layer, three separate q/k/v
-    matmuls. At batch 1 every one of those small PyTorch calls costs a few microseconds of Python
-    dispatch, and 18 layers x ~60 calls add up. `prepare_for_decode(model, precision)` builds a
-    `FastGemma` from the same weights that removes the overhead without changing the math:
+    There is one model class, `minigemma.Gemma`, the one notebook 06 built; everything that makes it
+    fast is a change to that model, and every change keeps its hook points, so the explorers of
+    notebooks 11 and 12 work on a quantized model exactly as on the float one:
 
-    | change | why it helps |
-    |---|---|
-    | q, k, v in one matmul; gate and up in one matmul | 7 matrix calls per layer become 4 |
-    | RoPE cos/sin once per step, not once per layer | the angles depend only on position and base |
-    | no mask while decoding; a sliding window is a slice of the cache | one new token may see all the past it is shown |
-    | attention scale folded into the query-norm gain, `(1 + w)` precomputed | fewer elementwise kernels |
-    | weights in bf16, int8 or int4, through PyTorch's int8/int4 matmul kernels | fewer bytes per token (section 2) |
+    | change | where | why it helps |
+    |---|---|---|
+    | RoPE cos/sin once per forward pass per RoPE base, masks once per kind of layer | `Gemma.forward_at` | they depend only on the positions, not on the layer |
+    | a KV cache of fixed buffers written at a position *tensor* | `attention.KVCache` | every decoding step has the same shapes: one compilation serves them all |
+    | local layers keep only their window (a ring buffer) | `attention.KVCache` | a long context costs what it must (notebook 07) |
+    | fewer bytes per weight: `nn.Linear` swapped for `Int8Linear` / `Int4Linear` | `minigemma.quantize` | fewer bytes per token (section 2) |
+    | the output projection is a module of its own, swapped for one that reads the quantized embedding | `model.unembed` | the 262k x 640 matrix is never dequantized whole |
+    | `minigemma.compile(model)`: `torch.compile` of one decoding step | `minigemma/compile.py` | fuses the small elementwise kernels between the matmuls |
 
-    It has the readable model's interface (`fast(ids, cache=..., last_only=True)`, `new_cache`), so
-    `minigemma.generate(fast, tok, ...)` works unchanged. First, correctness: float32 fast and readable
-    agree to float rounding, and give the same greedy text.
+    `minigemma.load(name, quantize="int8")` does the swap at load time; `quantize(model, bits=...)`
+    does it on a model you have. Look at what changed in the int8 model of section 4:
     """),
     code(r"""
-    fast = prepare_for_decode(model, "fp32")
-    check_ids = torch.tensor([tok.encode("The capital of France is", add_bos=True)])
-    with torch.no_grad():
-        torch.testing.assert_close(fast(check_ids), model(check_ids), atol=2e-4, rtol=0)
-    same = minigemma.generate(fast, tok, prompt, max_new_tokens=16) == minigemma.generate(model, tok, prompt, max_new_tokens=16)
-    print("same greedy text:", same)
-    assert same
+    int8 = quantized["int8"]
+    for name in ["blocks.0.attn.q_proj", "blocks.0.mlp.down_proj", "embed", "unembed"]:
+        print(f"{name:22s} {type(model.get_submodule(name)).__name__:20s} -> {type(int8.get_submodule(name)).__name__}")
+    _, acts_f = run_with_cache(model, check_ids, "hook_pattern")
+    _, acts_q = run_with_cache(int8, check_ids, "hook_pattern")
+    assert sorted(acts_f) == sorted(acts_q)  # the same hook points, the same shapes
+    print(f"hook points seen on both: {len(acts_q)}, e.g. blocks.0.attn.hook_pattern {tuple(acts_q['blocks.0.attn.hook_pattern'].shape)}")
     """),
     md(r"""
-    Now speed: greedy decoding of 16 tokens after the prompt, each path at its precision, against the
-    bandwidth limit of section 2. (Run `python benchmarks/speed.py` for the complete table with prefill,
-    peak memory and transformers beside it.)
+    Now speed: greedy decoding of 16 tokens after the prompt at each precision, against the bandwidth
+    limit of section 2. `int8-dynamic` is int8 with one more swap, explained in section 6. (Run
+    `python benchmarks/speed.py` for the complete table, compiled variants, prefill, peak memory and
+    transformers and llama.cpp beside it.)
     """),
     code(r"""
     # NBVAL_IGNORE_OUTPUT
@@ -335,9 +329,9 @@ CELLS = [
             return n / (time.perf_counter() - start)
 
 
-    paths = {"readable fp32": (model, "fp32"), "fast fp32": (fast, "fp32"),
-             "fast int8": (prepare_for_decode(quantized["int8"]), "int8"),
-             "fast int4": (prepare_for_decode(quantized["int4, groups of 64"]), "int4")}
+    paths = {"fp32": (model, "fp32"), "int8": (int8, "int8"),
+             "int8-dynamic": (quantize(copy.deepcopy(model), bits=8, unembedding="int8-dynamic"), "int8"),
+             "int4": (quantized["int4, groups of 64"], "int4")}
     speeds = {}
     for label, (m, fmt) in paths.items():
         decode_speed(m, 2)  # warm-up
@@ -357,22 +351,23 @@ CELLS = [
     What to read in these numbers (`benchmarks/RESULTS.md` has them measured with care, and
     transformers beside them):
 
-    - **fp32**, fast: about two thirds of its limit. One detail matters a lot here: for one row
-      times the 262k x 640 matrix, `F.linear` calls MKL's matrix-vector product, which uses a single
-      core; the fast path sends that matrix through oneDNN's matmul, which uses both (`DenseLinear`
-      in `minigemma/fast.py`). The readable path pays for that and for its Python overhead.
-    - **int8 and int4** read 4x and 7x fewer bytes, but on a CPU without AVX-512, PyTorch's kernels
-      spend longer *unpacking* the small integers into floats than memory takes to deliver them: they
-      are limited by arithmetic again, at 20-30% of their bandwidth limit. They are still the fastest
-      here, and int8 costs almost nothing in quality.
-    - What remains is mostly Python: ~1,800 small PyTorch calls per token at a few microseconds
-      each. `prepare_for_decode(..., compile=True)` lets `torch.compile` fuse them (a minute or two of
-      compilation on first use) for another 1.2-1.4x.
+    - **fp32** gets closest to its limit. One detail matters on some CPUs: for one row times the
+      262k x 640 matrix, `F.linear` calls MKL's matrix-vector product, which on an AVX2 machine was
+      measured using a single core; `load` swaps the output projection for one through oneDNN's
+      matmul, which uses all of them (`OneDNNUnembedding`).
+    - **int8 and int4** read 4x and 7x fewer bytes, but PyTorch's CPU kernels spend longer
+      *unpacking* the small integers into floats than memory takes to deliver them: they are limited
+      by arithmetic again, well below their bandwidth limit. They are still faster than fp32, and int8
+      costs almost nothing in quality.
+    - What remains is Python and many small kernels: each layer runs ~40 elementwise PyTorch
+      operations between its matmuls at a few microseconds each. `minigemma.compile(model)` lets
+      `torch.compile` fuse them into a few generated kernels (a minute or two of compilation, printed
+      when it starts and ends). Because the cache is written at a position tensor, the step it
+      compiles is the same for every position, so it compiles once. Hooks switch it off again: a
+      hook must run, and a recorded step would skip it.
     - On a GPU the balance moves again: thousands of cores unpack integers for free, bandwidth is the
-      limit, and the per-call overhead is what CUDA graphs remove: there `compile=True` records each
-      decoding step as one graph, replayed with one launch. A graph replays fixed shapes, so that step
-      attends over the whole preallocated cache with a mask instead of slicing the cache to the
-      current length (`FastGemma._decode_static`; `benchmarks/speed.py --device cuda --preset gemma-2b`).
+      limit, and the per-launch overhead is what CUDA graphs remove: there `compile` also records the
+      decoding step as one graph, replayed with one launch per token.
     """),
     md(r"""
     ## 6. How llama.cpp goes faster: 8-bit activations, in small blocks
@@ -442,23 +437,24 @@ CELLS = [
     the 72 matmuls adds its error to the residual stream, and every later layer works on the damaged
     state: PyTorch's per-vector int8-activation kernel on all the layers was measured at perplexity
     +56% on the text above (`benchmarks/quality.py`), while llama.cpp's per-block scheme stays within
-    1% of float32. PyTorch has no per-block int8 dot product for x86 CPUs, so the fast path keeps the
-    layers' activations in bf16 and pays in arithmetic: the price of staying in plain PyTorch, and
+    1% of float32. PyTorch has no per-block int8 dot product for x86 CPUs, so minigemma's int8 layers
+    keep their activations in bf16 and pay in arithmetic: the price of staying in plain PyTorch, and
     the gap a hand-written SIMD kernel closes.
 
     The output projection is the last step: its error touches the logits once and goes nowhere else,
-    and its matrix is 63% of the model's bytes. So `prepare_for_decode(model, "int8",
-    embedding="int8-dynamic")` sends *only* the output projection through PyTorch's int8 x int8
-    kernel (`DynamicInt8Linear` in `minigemma/fast.py`): decoding gets ~1.3x faster (~1.5x with
-    `compile=True`) for +1.1% perplexity instead of int8's +0.6% (`benchmarks/RESULTS.md` has both).
+    and its matrix is 63% of the model's bytes. So `load(..., quantize="int8-dynamic")` (or
+    `quantize(model, 8, unembedding="int8-dynamic")`) swaps *only* the output projection for one
+    through PyTorch's int8 x int8 kernel (`DynamicInt8Unembedding` in `minigemma.quantize`): faster
+    decoding (section 5's table) for +1.1% perplexity instead of int8's +0.6% (`benchmarks/RESULTS.md`).
 
     ## Summary
 
     - Batch-1 decoding reads every weight once per token: bytes per token / bandwidth is a hard limit.
     - int8 per row costs almost nothing in quality; int4 by rounding costs noticeably on a 270M model
       (groups of 32 less than 64), which is why Gemma's own int4 checkpoints are trained for it.
-    - A fast path does not need different math: fused matmuls, work done once per step instead of per
-      layer, and fewer bytes per weight.
+    - Speed does not need a second model: work done once per forward pass instead of per layer, a cache
+      written at a position tensor so one compiled step serves every position, and modules swapped
+      for ones that read fewer bytes per weight. The hooks stay.
     - Rounding activations too makes CPU arithmetic cheaper, but errors inside the layers compound:
       Gemma's outlier channels need small blocks there; the last matmul can take one scale per vector.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from minigemma.config import GemmaConfig
-from minigemma.loading.int8 import dequantize_rows, quantize_rows
+from minigemma.quantize import dequantize_int8, quantize_int8
 
 
 # Exercise 1: the parameter count from the config alone.
@@ -40,8 +40,8 @@ def row_errors(weight: torch.Tensor) -> torch.Tensor:
     The step of a row's grid is max|row| / 127: a row with one large outlier gets a coarse grid
     for all its other, small weights, so those rows have the largest relative error.
     """
-    q, scale = quantize_rows(weight)
-    error = weight.float() - dequantize_rows(q, scale)
+    q, scale = quantize_int8(weight)
+    error = weight.float() - dequantize_int8(q, scale)
     return error.norm(dim=1) / weight.float().norm(dim=1).clamp_min(1e-12)
 
 

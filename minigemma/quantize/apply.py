@@ -1,0 +1,147 @@
+"""Quantizing a whole model: module swaps, in place, on the one readable model."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ..errors import ArgumentError
+from .arithmetic import check_group_size, check_int4_shape
+from .kernels import kernel_works
+from .modules import (DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding, QuantizedEmbedding,
+                      QuantizedLinear, QuantizedUnembedding)
+
+log = logging.getLogger("minigemma")
+
+SAME = "same"  # default of layer_bits / embedding_bits: use `bits`
+UNEMBEDDINGS = {QuantizedUnembedding: "matmul", DynamicInt8Unembedding: "int8-dynamic"}
+# What `apply_scheme` (and so the loader) offers, each a call of `quantize` below.
+SCHEMES = (None, "int8", "int8-dynamic", "int4")
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, bits: int = 8, group_size: int = 64, *,
+             layer_bits: int | None | str = SAME, embedding_bits: int | None | str = SAME,
+             unembedding: str = "matmul") -> nn.Module:
+    """Replace, in place, the model's linear layers and its tied embedding by quantized ones.
+
+    bits: 8 (int8, one scale per row) or 4 (int4 in groups of `group_size` inputs), for both
+    the linear layers and the embedding / output projection, unless `layer_bits` or
+    `embedding_bits` says otherwise; None there keeps that part in float. For example
+    `quantize(model, 8, layer_bits=None)` quantizes only the embedding, 63% of the 270M's bytes.
+    Norms always keep their float dtype. Layers that are already quantized are kept.
+    unembedding: how a quantized embedding serves as the output projection: "matmul" (the same
+    int8/int4 kernel as the layers, QuantizedUnembedding) or "int8-dynamic" (int8 embedding only:
+    fbgemm's int8 x int8 kernel, DynamicInt8Unembedding; where it is missing, "matmul", logged).
+    Sets `model.quantization` (see `scheme`). Returns the model.
+    """
+    layer_bits = bits if layer_bits == SAME else layer_bits
+    embedding_bits = bits if embedding_bits == SAME else embedding_bits
+    for b in (layer_bits, embedding_bits):
+        if b not in (4, 8, None):
+            raise ArgumentError(f"bits must be 8 or 4 (or None to keep float), got {b}")
+    if unembedding not in UNEMBEDDINGS.values():
+        raise ArgumentError(f"unembedding must be one of {tuple(UNEMBEDDINGS.values())}, got {unembedding!r}")
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)] if layer_bits else []
+    for name, module in linears:  # check everything before changing anything
+        if module.bias is not None:
+            raise ValueError(f"{name} has a bias; Gemma's linear layers have none")
+        if layer_bits == 4:
+            check_int4_shape(module.weight.shape, group_size)
+    quantize_embedding = embedding_bits is not None and isinstance(model.embed, nn.Embedding)
+    if quantize_embedding and embedding_bits == 4:
+        check_int4_shape(model.embed.weight.shape, group_size)
+    dynamic = unembedding == "int8-dynamic"
+    held = model.embed.linear.bits if isinstance(model.embed, QuantizedEmbedding) else None
+    if dynamic and (embedding_bits if quantize_embedding else held) != 8:
+        raise ArgumentError("unembedding='int8-dynamic' multiplies the int8 embedding rows, so it needs an int8 "
+                            "embedding: pass embedding_bits=8, or unembedding='matmul'")
+
+    def quantized(w: torch.Tensor, bits: int) -> QuantizedLinear:
+        return Int8Linear.from_float(w) if bits == 8 else Int4Linear.from_float(w, group_size)
+
+    for name, module in linears:
+        model.set_submodule(name, quantized(module.weight, layer_bits))
+    if quantize_embedding:
+        model.embed = QuantizedEmbedding(quantized(model.embed.weight, embedding_bits), model.embed.weight.dtype)
+    if isinstance(model.embed, QuantizedEmbedding):
+        if dynamic and not kernel_works("int8-dynamic", model.embed.linear.weight.device):
+            log.warning("fbgemm's int8 x int8 kernel is not available here; the output projection uses the "
+                        "int8 weight-only kernel instead (unembedding='matmul')")
+            dynamic = False
+        model.unembed = DynamicInt8Unembedding() if dynamic else QuantizedUnembedding()
+    model.quantization = scheme(model)
+    return model
+
+
+def scheme(model: nn.Module) -> dict:
+    """What `quantize` did, as JSON-friendly data: saved next to the weights."""
+    layers = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            layers[name] = {"bits": module.bits, "group_size": getattr(module, "group_size", None)}
+    return {"format": "minigemma-quantized", "version": 1, "config": model.config.name, "layers": layers,
+            "embedding": isinstance(getattr(model, "embed", None), QuantizedEmbedding),
+            "unembedding": UNEMBEDDINGS.get(type(getattr(model, "unembed", None)))}
+
+
+def check_scheme(scheme: str | None, group_size: int = 64) -> None:
+    """Raise ArgumentError unless `apply_scheme(model, scheme, group_size)` can be asked for (before any load)."""
+    if scheme not in SCHEMES:
+        raise ArgumentError(f"unknown quantization scheme {scheme!r}; choose one of "
+                            f"{', '.join(map(repr, SCHEMES))} (None keeps float weights)")
+    if scheme == "int4":
+        check_group_size(group_size)
+
+
+def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> nn.Module:
+    """Make `model` (in place) run the named scheme of SCHEMES; the loader's one entry point.
+
+    None: float weights kept; a float32 model on a CPU gets its output projection through oneDNN
+    (OneDNNUnembedding: 37 ms instead of 63.5 ms for the 270M's, benchmarks/RESULTS.md).
+    "int8": quantize(model, 8), +0.6% perplexity on the 270M, ~4x fewer weight bytes.
+    "int8-dynamic": int8, and the output projection by fbgemm's int8 x int8 kernel: the fastest
+    int8 on a CPU, at +1.1% perplexity (benchmarks/RESULTS.md).
+    "int4": quantize(model, 4, group_size), ~7x fewer bytes, +43% perplexity with groups of 64.
+    A model already quantized (e.g. an int8 .ckpt loaded with keep_int8=True) keeps its layers;
+    it may only be completed with the same number of bits.
+    """
+    check_scheme(scheme, group_size)
+    if scheme is None:
+        embed = model.embed
+        if (isinstance(embed, nn.Embedding) and embed.weight.dtype == torch.float32
+                and kernel_works("onednn", embed.weight.device)):
+            model.unembed = OneDNNUnembedding()
+        return model
+    bits = 4 if scheme == "int4" else 8
+    want = (bits, group_size if bits == 4 else None)
+    held = {(m.bits, getattr(m, "group_size", None)) for m in model.modules() if isinstance(m, QuantizedLinear)}
+    if held - {want}:
+        found = ", ".join(sorted(f"int{b}" + (f" in groups of {g}" if g else "") for b, g in held))
+        raise ArgumentError(f"this model is already quantized ({found}), so it cannot be made {scheme!r}: "
+                            "start from float weights (load the model again without quantization)")
+    return quantize(model, bits, group_size, unembedding="int8-dynamic" if scheme == "int8-dynamic" else "matmul")
+
+
+@torch.no_grad()
+def float_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every quantized module replaced by its float equivalent, holding the
+    same rounded weights: what quantization did to the numbers, run in plain float32 arithmetic
+    (the kernels round activations to bf16 on some CPUs; notebook 13 compares greedy text this way)."""
+    import copy
+
+    from ..model import Unembedding
+
+    model = copy.deepcopy(model)
+    if isinstance(model.embed, QuantizedEmbedding):  # first: its rows are a QuantizedLinear too
+        model.embed = nn.Embedding.from_pretrained(model.embed.linear.dequantized(model.embed.dtype))
+        model.unembed = Unembedding()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantizedLinear):
+            linear = nn.Linear(module.in_features, module.out_features, bias=False, device=module.weight.device)
+            linear.weight = nn.Parameter(module.dequantized(), requires_grad=False)
+            model.set_submodule(name, linear)
+    model.quantization = None
+    return model
