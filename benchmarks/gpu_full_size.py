@@ -8,7 +8,7 @@ transformers on CUDA and records, for each model:
 - logits agreement in bf16 on one random prompt: max |difference|, top-1 agreement per position;
 - load time, peak GPU memory (torch.cuda.max_memory_allocated) and the peak host RSS the load added;
 - greedy decode speed, 128 new tokens, batch 1: minigemma's generation loop
-  (`minigemma.generate.generate_ids`, the engine under `minigemma.generate`, run without stop
+  (`minigemma.decoding.generate.generate_ids`, the engine under `minigemma.generate`, run without stop
   tokens so both sides decode exactly 128 tokens: random weights emit <eos> at random) against
   transformers' `generate` (do_sample=False, eos disabled);
 
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import minigemma  # noqa: E402
-from minigemma.generate import generate_ids  # noqa: E402
+from minigemma.decoding.generate import generate_ids  # noqa: E402
 from minigemma.loading.names import hf_names  # noqa: E402
 from minigemma.tokenizer import modelproto_from_gguf_vocab  # noqa: E402
 

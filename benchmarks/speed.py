@@ -298,7 +298,7 @@ def time_minigemma(model, long_ids, short_ids, args) -> dict:
             model(ids, cache=cache, last_only=True)
             sync(device)
             prefill.append(len(long_ids) / (time.perf_counter() - t))
-            # Decode: greedy, the loop of minigemma.generate.generate_ids (written out here so
+            # Decode: greedy, the loop of minigemma.decoding.generate.generate_ids (written out here so
             # that nothing but the model runs between the timestamps).
             cache = model.new_cache(1, len(short_ids) + args.decode + 1)
             logits = model(torch.tensor([short_ids], device=device), cache=cache, last_only=True)

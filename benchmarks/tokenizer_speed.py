@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from minigemma.bpe import BPETokenizer
+from minigemma.tokenizer.bpe import BPETokenizer
 from minigemma.tokenizer import tokenizer_model_from_gguf
 
 ROOT = Path(__file__).resolve().parents[1]

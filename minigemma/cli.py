@@ -46,7 +46,7 @@ def _add_speed_args(p: argparse.ArgumentParser) -> None:
 
 def _sampling(args) -> dict:
     """The sampling flags as keyword arguments, checked now: a bad value fails before the model loads."""
-    from .generate import check_generation
+    from .decoding.generate import check_generation
 
     kwargs = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                   top_k=args.top_k, top_p=args.top_p, seed=args.seed)
@@ -78,7 +78,7 @@ def _error(err: BaseException) -> None:
 
 def cmd_generate(args) -> None:
     import minigemma
-    from .generate import check_room, check_text
+    from .decoding.generate import check_room, check_text
 
     sampling = _sampling(args)
     check_text(args.prompt)
@@ -91,8 +91,8 @@ def cmd_generate(args) -> None:
 
 
 def cmd_chat(args) -> None:
-    from .chat import Chat
-    from .generate import check_text
+    from .decoding.chat import Chat
+    from .decoding.generate import check_text
 
     sampling = _sampling(args)
     if args.system is not None:

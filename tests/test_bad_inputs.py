@@ -69,7 +69,7 @@ def test_config_values_are_checked_before_anything_is_built(changes, field):
 
 
 def test_presets_are_valid():
-    for preset in minigemma.config.PRESETS.values():
+    for preset in minigemma.model.config.PRESETS.values():
         assert GemmaConfig(**vars(preset)) == preset
 
 

@@ -1,8 +1,8 @@
-"""The pure-Python BPE (minigemma.bpe) gives the same ids as the `sentencepiece` library.
+"""The pure-Python BPE (minigemma.tokenizer.bpe) gives the same ids as the `sentencepiece` library.
 
 On the real 262k Gemma 3 vocabulary (varied text and random strings), on vocabularies trained
 by sentencepiece's own trainer (Gemma's settings and a few others, to exercise every code
-path), and on the vocabulary trained by minigemma.bpe_train.
+path), and on the vocabulary trained by minigemma.tokenizer.bpe_train.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import sentencepiece as spm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigemma.bpe import (
+from minigemma.tokenizer.bpe import (
     NORMAL,
     UNUSED,
     BPETokenizer,
     SentencePieceModel,
     decode_utf8_like_sentencepiece,
 )
-from minigemma.bpe_train import split_words, train_bpe
+from minigemma.tokenizer.bpe_train import split_words, train_bpe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "assets" / "tokenizer_training_text.txt").read_text(encoding="utf-8")
@@ -310,8 +310,8 @@ def test_no_sentencepiece_on_the_import_path():
     """The pure-Python backend must work where `sentencepiece` is not installed."""
     code = (
         "import sys; sys.modules['sentencepiece'] = None\n"  # any import of it now fails
-        "from minigemma.bpe import BPETokenizer\n"
-        "from minigemma.bpe_train import train_bpe\n"
+        "from minigemma.tokenizer.bpe import BPETokenizer\n"
+        "from minigemma.tokenizer.bpe_train import train_bpe\n"
         "tok = BPETokenizer(train_bpe(open(sys.argv[1], encoding='utf-8').read(), 600))\n"
         "assert tok.decode(tok.encode('hello  world 42')) == 'hello  world 42'\n"
     )

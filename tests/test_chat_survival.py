@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from minigemma.chat import Chat, encode_chat, format_chat
+from minigemma.decoding.chat import Chat, encode_chat, format_chat
 from minigemma.cli import main
 from minigemma.errors import ArgumentError
 
@@ -26,15 +26,15 @@ def tiny(tiny_tokenizer):
 
 def record_prompts(monkeypatch) -> list[list[int]]:
     """The prompt ids every Chat.say gives to generate, in order."""
-    import minigemma.chat
+    import minigemma.decoding.chat
 
-    sent, real = [], minigemma.chat.generate
+    sent, real = [], minigemma.decoding.chat.generate
 
     def generate(model, tok, prompt, **kwargs):
         sent.append(prompt)
         return real(model, tok, prompt, **kwargs)
 
-    monkeypatch.setattr(minigemma.chat, "generate", generate)
+    monkeypatch.setattr(minigemma.decoding.chat, "generate", generate)
     return sent
 
 

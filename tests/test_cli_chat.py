@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import minigemma
-from minigemma.chat import Chat, format_chat
+from minigemma.decoding.chat import Chat, format_chat
 from minigemma.cli import main
 
 

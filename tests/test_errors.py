@@ -7,8 +7,8 @@ import torch
 
 import minigemma
 from minigemma.errors import ArgumentError
-from minigemma.generate import generate_ids
-from minigemma.sampling import sample_next
+from minigemma.decoding.generate import generate_ids
+from minigemma.decoding.sampling import sample_next
 
 
 def test_unknown_model_name_lists_known_ones():

@@ -20,7 +20,7 @@ def test_layer_norm_matches_torch():
 
 
 def test_layer_norm_equals_rms_norm_on_zero_mean_vectors():
-    from minigemma.norm import RMSNorm
+    from minigemma.model.norm import RMSNorm
 
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
     x = x - x.mean(dim=-1, keepdim=True)

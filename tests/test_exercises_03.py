@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from minigemma.rope import apply_rope, rope_cos_sin
+from minigemma.model.rope import apply_rope, rope_cos_sin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.03_rope")  # file names start with a digit

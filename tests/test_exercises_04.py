@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from minigemma import Gemma, get_config
-from minigemma.attention import Attention, KVCache
-from minigemma.generate import generate_ids
+from minigemma.model.attention import Attention, KVCache
+from minigemma.decoding.generate import generate_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.04_attention")  # file names start with a digit

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import minigemma
-import minigemma.mlp
-from minigemma.mlp import GeGLU
+import minigemma.model.mlp
+from minigemma.model.mlp import GeGLU
 from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.05_geglu")  # file names start with a digit
 
-TRAINED_GELU = minigemma.mlp.gelu_tanh
+TRAINED_GELU = minigemma.model.mlp.gelu_tanh
 TEXT = ("Gemma is a family of small open language models. Every layer reads the residual stream, "
         "looks back at earlier tokens, then sends each position through a gated feed-forward network.")
 
@@ -31,7 +31,7 @@ def mlp_and_x():
 
 def test_glu_with_gelu_tanh_is_geglu(mlp_and_x):
     mlp, x = mlp_and_x
-    torch.testing.assert_close(sol.glu(x, mlp, minigemma.mlp.gelu_tanh), mlp(x))
+    torch.testing.assert_close(sol.glu(x, mlp, minigemma.model.mlp.gelu_tanh), mlp(x))
 
 
 @pytest.mark.parametrize("activation", [torch.sigmoid, F.relu, F.silu, lambda a: a])
@@ -73,9 +73,9 @@ def test_gate_open_fraction_matches_a_hand_forward():
 def test_exact_gelu_context_manager_restores_even_after_an_error():
     with pytest.raises(RuntimeError):
         with sol.exact_gelu():
-            assert minigemma.mlp.gelu_tanh is F.gelu
+            assert minigemma.model.mlp.gelu_tanh is F.gelu
             raise RuntimeError("boom")
-    assert minigemma.mlp.gelu_tanh is TRAINED_GELU
+    assert minigemma.model.mlp.gelu_tanh is TRAINED_GELU
 
 
 def test_exact_gelu_report_on_a_tiny_model():
@@ -84,7 +84,7 @@ def test_exact_gelu_report_on_a_tiny_model():
     report = sol.exact_gelu_report(model, ids)
     assert report["max_abs_logit_change"] > 0
     assert 0.0 <= report["top1_agreement"] <= 1.0
-    assert minigemma.mlp.gelu_tanh is TRAINED_GELU
+    assert minigemma.model.mlp.gelu_tanh is TRAINED_GELU
 
 
 def test_on_the_real_270m(gemma3_270m):
@@ -94,6 +94,6 @@ def test_on_the_real_270m(gemma3_270m):
     report = sol.exact_gelu_report(model, ids)
     assert 1e-3 < report["max_abs_logit_change"] < 0.2
     assert report["top1_agreement"] == 1.0
-    assert minigemma.mlp.gelu_tanh is TRAINED_GELU
+    assert minigemma.model.mlp.gelu_tanh is TRAINED_GELU
     fractions = sol.gate_open_fraction(model, ids)
     assert len(fractions) == 18 and all(0 < f < 1 for f in fractions)

@@ -9,7 +9,7 @@ import torch
 
 import minigemma
 from minigemma import PRESETS
-from minigemma.attention import KVCache
+from minigemma.model.attention import KVCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.07_gemma1_to_gemma3")  # file names start with a digit

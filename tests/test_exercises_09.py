@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigemma.chat import encode_chat, format_chat
+from minigemma.decoding.chat import encode_chat, format_chat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 sol = importlib.import_module("solutions.09_chat")  # file names start with a digit

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minigemma import get_config, viz
-from minigemma.inspection import run_with_cache
+from minigemma import get_config
+from minigemma.explore import viz
+from minigemma.explore.inspection import run_with_cache
 from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from minigemma.inspection import ablate_head, lens_filter, run_with_cache
+from minigemma.explore.inspection import ablate_head, lens_filter, run_with_cache
 from reference import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))

@@ -1,4 +1,4 @@
-"""minigemma.inspection: caching only reads, edits do what they claim, hooks never outlive a call."""
+"""minigemma.explore.inspection: caching only reads, edits do what they claim, hooks never outlive a call."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from minigemma import Gemma, get_config
-from minigemma.hooks import HookPoint
-from minigemma.inspection import (ActivationCache, ablate_head, hook_names, hooks, lens_filter, logit_lens,
+from minigemma.model.hooks import HookPoint
+from minigemma.explore.inspection import (ActivationCache, ablate_head, hook_names, hooks, lens_filter, logit_lens,
                                   logit_lens_table, patch_position, position_axis, run_with_cache, select_names)
 
 

@@ -48,7 +48,7 @@ def test_saved_int8_model_loads_and_generates(tmp_path):
         import torch
         from test_int8_roundtrip import off_boundary
         from minigemma import Gemma, get_config
-        from minigemma.generate import generate_ids
+        from minigemma.decoding.generate import generate_ids
         from minigemma.quantize import Int8Linear, load_quantized, quantize, save_quantized
 
         torch.manual_seed(0)  # random weights (tests/reference.py's random_model, without importing transformers)

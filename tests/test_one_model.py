@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import minigemma
-from minigemma.attention import KVCache
-from minigemma.generate import generate_ids
-from minigemma.inspection import ablate_head, hooks, run_with_cache
+from minigemma.model.attention import KVCache
+from minigemma.decoding.generate import generate_ids
+from minigemma.explore.inspection import ablate_head, hooks, run_with_cache
 from minigemma.quantize import quantize
 from reference import random_model
 

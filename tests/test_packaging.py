@@ -34,3 +34,33 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
     assert "make test" in commands and "make demo" in commands
     assert re.search(r"^make test$", ci, flags=re.M)
+
+
+# The folders in the order the README's layout lists them: a module may import from its own folder
+# and the ones above it, never from one below (the model knows nothing of loading or decoding).
+LAYERS = ["errors", "model", "tokenizer", "quantize", "loading", "decoding", "explore", "cli", "__main__", "__init__"]
+
+
+def _layer(dotted: str) -> str:
+    return dotted.removeprefix("minigemma.").split(".")[0] or "__init__"
+
+
+def test_imports_only_flow_down():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "minigemma"
+    wrong = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        package = ["minigemma", *rel.parts[:-1]] if rel.name != "__init__" else ["minigemma", *rel.parts[:-1]]
+        here = _layer(".".join(["minigemma", *rel.parts])) if rel.parts[0] != "__init__" else "__init__"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                if target == "minigemma" and node.module is None:
+                    continue
+                there = _layer(target)
+                if there in LAYERS and LAYERS.index(there) > LAYERS.index(here):
+                    wrong.append(f"{path.relative_to(root)} imports {target}")
+    assert not wrong, wrong

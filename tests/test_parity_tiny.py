@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minigemma import get_config
-from minigemma.generate import generate_ids
+from minigemma.decoding.generate import generate_ids
 
 from reference import hf_model, minigemma_from_hf, randomize_
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from minigemma.errors import ArgumentError
-from minigemma.generate import generate_ids
+from minigemma.decoding.generate import generate_ids
 from minigemma.model import Unembedding
 from minigemma.quantize import (
     PROBES,

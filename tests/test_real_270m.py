@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import minigemma
-from minigemma.generate import generate_ids
+from minigemma.decoding.generate import generate_ids
 from minigemma.loading.names import hf_names
 
 PROMPTS = [

@@ -5,8 +5,8 @@ import torch
 
 import minigemma
 from minigemma.errors import ArgumentError
-from minigemma.generate import generate_ids
-from minigemma.sampling import next_token_probs, sample_next
+from minigemma.decoding.generate import generate_ids
+from minigemma.decoding.sampling import next_token_probs, sample_next
 
 VOCAB = 262_144  # Gemma 3's vocabulary: the size where a flat distribution hides the favourite
 

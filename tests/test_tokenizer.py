@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minigemma.bpe import BPETokenizer
+from minigemma.tokenizer.bpe import BPETokenizer
 from minigemma.tokenizer import (
     SentencePieceTokenizer,
     Tokenizer,

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from minigemma import Gemma, get_config, viz
-from minigemma.inspection import run_with_cache
-from minigemma.sampling import next_token_probs
-from minigemma.widgets import (attention_explorer, logit_lens_explorer, sampler_playground, show_figure,
+from minigemma import Gemma, get_config
+from minigemma.explore import viz
+from minigemma.explore.inspection import run_with_cache
+from minigemma.decoding.sampling import next_token_probs
+from minigemma.explore.widgets import (attention_explorer, logit_lens_explorer, sampler_playground, show_figure,
                                token_view)
 
 TEXT = "def forward(self, x): return self.norm(x) + x"

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..config import PRESETS, GemmaConfig, get_config
+from ..model.config import PRESETS, GemmaConfig, get_config
 from ..errors import ArgumentError, CheckpointError, ModelNotFoundError
-from ..model import Gemma
+from ..model.gemma import Gemma
 from ..quantize import apply_scheme, check_scheme
 from ..tokenizer import BACKENDS, Tokenizer, load_tokenizer
 from .cache import converted_gguf_dir, embedded_gguf, read_config

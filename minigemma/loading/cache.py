@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..config import GemmaConfig
+from ..model.config import GemmaConfig
 from ..errors import CacheError, CheckpointError
 
 FORMAT_VERSION = 2  # bump when the cached layout or conversion changes: older entries get rebuilt

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import GemmaConfig, check_fields, matching_preset
+from ..model.config import GemmaConfig, check_fields, matching_preset
 from ..errors import CheckpointError, ModelNotFoundError
 from ..quantize import dequantize_int8
 from .weights import FLAX_PADDED_VOCAB, GEMMA_VOCAB, match_preset

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import GemmaConfig, check_fields, field_error, is_int, is_number, matching_preset
+from ..model.config import GemmaConfig, check_fields, field_error, is_int, is_number, matching_preset
 from ..errors import CheckpointError, ConfigError, ModelNotFoundError
 from ..tokenizer import SentencePieceTokenizer, tokenizer_model_from_gguf_fields
 from .names import gguf_names, is_norm

@@ -24,7 +24,7 @@ from pathlib import Path, PurePath
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..config import GemmaConfig, check_fields, field_error, is_int
+from ..model.config import GemmaConfig, check_fields, field_error, is_int
 from ..errors import CheckpointError, ConfigError
 from .names import hf_names
 from .weights import FLAX_PADDED_VOCAB, GEMMA_VOCAB, match_preset

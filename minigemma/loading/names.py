@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..config import GemmaConfig
+from ..model.config import GemmaConfig
 
 # Per-layer names: ours -> Hugging Face transformers (`model.layers.{i}.` prefix omitted).
 _HF_LAYER = {

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from ..config import GemmaConfig, matching_preset
+from ..model.config import GemmaConfig, matching_preset
 from ..errors import ArgumentError, CheckpointError
-from ..model import Gemma
+from ..model.gemma import Gemma
 from ..quantize import QuantizedLinear
 
 log = logging.getLogger("minigemma")

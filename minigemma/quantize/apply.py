@@ -132,7 +132,7 @@ def float_copy(model: nn.Module) -> nn.Module:
     (the kernels round activations to bf16 on some CPUs; notebook 13 compares greedy text this way)."""
     import copy
 
-    from ..model import Unembedding
+    from ..model.gemma import Unembedding
 
     model = copy.deepcopy(model)
     if isinstance(model.embed, QuantizedEmbedding):  # first: its rows are a QuantizedLinear too

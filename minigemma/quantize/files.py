@@ -33,8 +33,8 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
     """Rebuild a model saved by `save_quantized`: quantized modules first, then their tensors."""
     from safetensors.torch import load_file
 
-    from ..config import GemmaConfig
-    from ..model import Gemma
+    from ..model.config import GemmaConfig
+    from ..model.gemma import Gemma
 
     directory = Path(directory)
     meta_path = directory / "quantization.json"

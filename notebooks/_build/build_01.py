@@ -20,12 +20,12 @@ md(r"""
 **What you will learn**
 - why Gemma cuts text with a SentencePiece BPE vocabulary of 262,144 pieces, and what is in it;
 - the four steps of encoding, run one at a time with minigemma's pure-Python tokenizer
-  (`minigemma.bpe`): text as bytes, normalization (a space becomes `▁`), user-defined pieces cut
+  (`minigemma.tokenizer.bpe`): text as bytes, normalization (a space becomes `▁`), user-defined pieces cut
   out first, then BPE merges in score order;
 - how digits and whitespace are split, and what *byte fallback* does with an emoji the vocabulary
   lacks;
 - Gemma's chat control tokens, and why `<bos>` typed in a prompt is *not* `<bos>`;
-- how a BPE vocabulary is learned (`minigemma.bpe_train`), and how that differs from
+- how a BPE vocabulary is learned (`minigemma.tokenizer.bpe_train`), and how that differs from
   SentencePiece's own trainer.
 
 After every step a check (`assert`) compares our Python with Google's C++ `sentencepiece`
@@ -42,8 +42,8 @@ import matplotlib.pyplot as plt
 import sentencepiece
 
 import minigemma
-from minigemma.bpe import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, BPETokenizer
-from minigemma.bpe_train import train_bpe
+from minigemma.tokenizer.bpe import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, BPETokenizer
+from minigemma.tokenizer.bpe_train import train_bpe
 from minigemma.loading import converted_gguf_dir, embedded_gguf_path
 from minigemma.tokenizer import load_tokenizer
 
@@ -52,7 +52,7 @@ from minigemma.tokenizer import load_tokenizer
 # the GGUF, some seconds); later runs start here at once.
 model_file = converted_gguf_dir(embedded_gguf_path(), progress=False) / "tokenizer.model"
 sp = load_tokenizer(model_file, backend="sentencepiece")  # Google's C++ library
-py = load_tokenizer(model_file, backend="python")         # minigemma.bpe: the same algorithm in Python
+py = load_tokenizer(model_file, backend="python")         # minigemma.tokenizer.bpe: the same algorithm in Python
 print(sp, py)
 assert sp.vocab_size == py.vocab_size == 262_144
 """)
@@ -76,7 +76,7 @@ Each piece has an id (its position), a score and a *type*. Let us look at the la
 
 code(r"""
 kinds = {NORMAL: "normal", CONTROL: "control", USER_DEFINED: "user-defined", BYTE: "byte", UNKNOWN: "unknown"}
-types = py.model.types  # the SentencePiece model as minigemma.bpe read it: pieces, scores, types
+types = py.model.types  # the SentencePiece model as minigemma.tokenizer.bpe read it: pieces, scores, types
 print(collections.Counter(kinds[t] for t in types).most_common())
 for i in [0, 1, 2, 3, 105, 106, 107, 108, 138, 238, 493, 494, 495, 262_143]:
     score = py.model.scores[i] + 0.0  # + 0.0 prints the file's -0.0 as 0
@@ -279,7 +279,7 @@ md(r"""
 ## 9. Learning a vocabulary
 
 Where do the pieces come from? BPE training (Sennrich et al., 2016) counts every adjacent pair
-in a text, merges the most frequent into a new piece, and repeats. `minigemma.bpe_train` does
+in a text, merges the most frequent into a new piece, and repeats. `minigemma.tokenizer.bpe_train` does
 this with Gemma's settings on a few kilobytes of prose in `assets/`: the first merges are the
 most frequent pairs of English.
 """)
@@ -300,7 +300,7 @@ assert library.encode(corpus) == tiny.encode(corpus)
 md(r"""
 SentencePiece's own trainer learns a similar but not identical vocabulary from the same text:
 it splits words where the Unicode script changes, drops the rarest characters, refreshes pair
-counts lazily for speed and breaks ties differently (details in `minigemma/bpe_train.py`).
+counts lazily for speed and breaks ties differently (details in `minigemma/tokenizer/bpe_train.py`).
 Most learned pieces still agree:
 """)
 

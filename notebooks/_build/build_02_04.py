@@ -30,7 +30,7 @@ NB02 = [
     - why Gemma multiplies embeddings by $\sqrt{\text{hidden}}$, and why *the dtype of that one
       number* matters (45.25 in bf16 versus 45.2548 in fp32 for Gemma 2B);
     - RMSNorm: you write it by hand, set it beside LayerNorm, and check it against
-      `minigemma.norm.RMSNorm` and transformers' `GemmaRMSNorm`;
+      `minigemma.model.norm.RMSNorm` and transformers' `GemmaRMSNorm`;
     - Gemma's `(1 + weight)` convention, and why a freshly initialised norm is the identity;
     - how large the activations of the real Gemma 3 270M grow from layer to layer, and why
       normalising every sublayer's input makes that harmless.
@@ -48,7 +48,7 @@ NB02 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma.norm import RMSNorm
+    from minigemma.model.norm import RMSNorm
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)  # the embedded real model, fp32 on CPU
@@ -108,7 +108,7 @@ NB02 = [
     print(f"after x sqrt(640) = {scale:.3f}: {row_rms.min() * scale:.3f} .. {row_rms.max() * scale:.3f}")
     """),
     md(r"""
-    Check that the model does this: the hook point `hook_embed` (see `minigemma/hooks.py`: an
+    Check that the model does this: the hook point `hook_embed` (see `minigemma/model/hooks.py`: an
     identity module we can attach a PyTorch forward hook to) shows what enters block 0.
     """),
     code(r"""
@@ -331,7 +331,7 @@ NB02 = [
        the model really multiplies by. Among the hidden sizes 64, 128, ..., 4096, which ones have a
        $\sqrt{\text{hidden}}$ that bf16 stores exactly? Why those?
     3. **From GGUF's convention to ours.** A GGUF file stores each norm's multiplier $m = 1 + w$.
-       Write `rmsnorm_from_multiplier(m)` returning a `minigemma.norm.RMSNorm` whose output is
+       Write `rmsnorm_from_multiplier(m)` returning a `minigemma.model.norm.RMSNorm` whose output is
        $x / \operatorname{RMS}(x) \cdot m$, and check it on `1 + model.ln_final.weight`.
     """),
     code(r"""
@@ -366,7 +366,7 @@ NB03 = [
       why Gemma 3 uses two bases: 10,000 for local layers and 1,000,000 for global ones;
     - a numerical check that after RoPE the score $q \cdot k$ depends only on the *relative*
       position of the two tokens;
-    - a hand-written RoPE, checked against `minigemma.rope.apply_rope`, transformers'
+    - a hand-written RoPE, checked against `minigemma.model.rope.apply_rope`, transformers'
       `apply_rotary_pos_emb`, and the queries inside the real Gemma 3 270M.
 
     **Builds on** `02_embeddings_and_rmsnorm` (embeddings carry no position). **Next:**
@@ -383,7 +383,7 @@ NB03 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma.rope import apply_rope, rope_cos_sin, rope_frequencies
+    from minigemma.model.rope import apply_rope, rope_cos_sin, rope_frequencies
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)
@@ -677,7 +677,7 @@ NB04 = [
     - scaled dot-product attention and why it divides by $\sqrt{d}$;
     - the causal mask, and what real attention patterns of Gemma 3 270M look like;
     - multi-head (Gemma 7B), multi-query (Gemma 2B) and grouped-query (Gemma 3) attention:
-      you write one function for all three and check it against `minigemma.attention.Attention`;
+      you write one function for all three and check it against `minigemma.model.attention.Attention`;
     - what the KV cache costs in memory for Gemma 2B and 7B at 8192 tokens, computed from the
       presets, and why multi-query attention makes it 16x smaller per layer;
     - a cached decode on the real model that matches the uncached one, and proof that it really
@@ -701,9 +701,9 @@ NB04 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma.attention import Attention, KVCache, attention_mask
-    from minigemma.generate import generate_ids
-    from minigemma.rope import apply_rope, rope_cos_sin
+    from minigemma.model.attention import Attention, KVCache, attention_mask
+    from minigemma.decoding.generate import generate_ids
+    from minigemma.model.rope import apply_rope, rope_cos_sin
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)
@@ -861,7 +861,7 @@ NB04 = [
         return z @ attn.o_proj.weight.T               # (b, s, hidden)
     """),
     md(r"""
-    Check against `minigemma.attention.Attention` on the three tiny presets (random weights,
+    Check against `minigemma.model.attention.Attention` on the three tiny presets (random weights,
     norms included: a zero-initialised norm would hide a wrong convention), 12 positions: longer
     than `tiny-gemma3`'s sliding window of 8, so its local layer 0 really forgets.
     """),
@@ -994,7 +994,7 @@ NB04 = [
     assert not torch.allclose(alone[0, -1], full[0, -1], atol=1.0)
     """),
     md(r"""
-    Now a whole greedy generation through the cache with `minigemma.generate.generate_ids`: one
+    Now a whole greedy generation through the cache with `minigemma.decoding.generate.generate_ids`: one
     prefill, then one token per step. Without a cache, step $t$ would have to re-read the whole
     sequence so far. To check that nothing drifted, one uncached pass over the final sequence
     must predict, at every position, the token the cached loop chose there.

@@ -32,7 +32,7 @@ NB05 = [
       and how far apart the two are;
     - the bug of early 2024: Gemma's first configs said `hidden_act: "gelu"`, implementations read
       that as the exact form, and we measure on the real 270M what that does to the logits;
-    - gating: GeGLU written by hand in three lines, checked against `minigemma.mlp.GeGLU` and
+    - gating: GeGLU written by hand in three lines, checked against `minigemma.model.mlp.GeGLU` and
       transformers' `GemmaMLP`, and set beside the ReLU MLP of the original Transformer;
     - why the MLP holds most of the parameters of Gemma 2B and 7B (and not of the 270M).
 
@@ -57,7 +57,7 @@ NB05 = [
     from transformers.models.gemma.modeling_gemma import GemmaMLP
 
     import minigemma
-    import minigemma.mlp
+    import minigemma.model.mlp
 
     torch.manual_seed(0)
     torch.set_grad_enabled(False)               # inference only: no autograd bookkeeping
@@ -92,14 +92,14 @@ NB05 = [
     """),
     md(r"""
     Check them against PyTorch (`F.gelu` is exact by default, `approximate="tanh"` selects the
-    other one) and against the function Gemma's MLP calls, `minigemma.mlp.gelu_tanh`:
+    other one) and against the function Gemma's MLP calls, `minigemma.model.mlp.gelu_tanh`:
     """),
     code(r"""
     x = torch.linspace(-6, 6, 2001)
     torch.testing.assert_close(gelu_exact(x), F.gelu(x))
     torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
-    torch.testing.assert_close(gelu_tanh(x), minigemma.mlp.gelu_tanh(x))
-    print("hand-written GELUs match F.gelu and minigemma.mlp.gelu_tanh")
+    torch.testing.assert_close(gelu_tanh(x), minigemma.model.mlp.gelu_tanh(x))
+    print("hand-written GELUs match F.gelu and minigemma.model.mlp.gelu_tanh")
     """),
     md(r"""
     Side by side they are indistinguishable; their difference (computed in float64, so it is not
@@ -143,7 +143,7 @@ NB05 = [
     """),
     md(r"""
     How much does the wrong GELU change the real model? `GeGLU.forward` looks up the name
-    `gelu_tanh` in its module, `minigemma.mlp`, at every call, so we can swap in another function
+    `gelu_tanh` in its module, `minigemma.model.mlp`, at every call, so we can swap in another function
     for the length of a `with` block. The `finally` puts the original back even if the forward
     pass fails: a model quietly left with the wrong activation would be the same bug again.
     """),
@@ -151,17 +151,17 @@ NB05 = [
     @contextlib.contextmanager
     def gate_activation(fn):
         # Run every GeGLU of minigemma with `fn` in place of the tanh GELU, then restore it.
-        original = minigemma.mlp.gelu_tanh
-        minigemma.mlp.gelu_tanh = fn
+        original = minigemma.model.mlp.gelu_tanh
+        minigemma.model.mlp.gelu_tanh = fn
         try:
             yield
         finally:
-            minigemma.mlp.gelu_tanh = original
+            minigemma.model.mlp.gelu_tanh = original
 
 
     def logits_and_stream(ids: torch.Tensor):
         # Logits, and the residual stream after each block: read at the `hook_resid_post` hook points
-        # (identity modules, see minigemma/hooks.py), whose forward hooks see the tensor going through.
+        # (identity modules, see minigemma/model/hooks.py), whose forward hooks see the tensor going through.
         stream = []
         handles = [block.hook_resid_post.register_forward_hook(lambda module, inputs, output: stream.append(output))
                    for block in model.blocks]
@@ -187,7 +187,7 @@ NB05 = [
     `with` block, and after it the model gives bit-identical logits to before.
     """),
     code(r"""
-    assert minigemma.mlp.gelu_tanh is not F.gelu
+    assert minigemma.model.mlp.gelu_tanh is not F.gelu
     assert not torch.equal(logits_exact, logits_tanh)
     assert torch.equal(model(ids), logits_tanh)
     """),
@@ -263,7 +263,7 @@ NB05 = [
 
     out = geglu(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
     torch.testing.assert_close(out, mlp(x))
-    print("hand-written GeGLU == minigemma.mlp.GeGLU")
+    print("hand-written GeGLU == minigemma.model.mlp.GeGLU")
     """),
     md(r"""
     transformers' `GemmaMLP` uses the same three names, so our weights load into it as they are.
@@ -274,7 +274,7 @@ NB05 = [
     hf_mlp.load_state_dict(mlp.state_dict())
     print("transformers activation:", hf_mlp.config.hidden_act)
     torch.testing.assert_close(hf_mlp(x), mlp(x), rtol=0, atol=1e-6)
-    print("transformers GemmaMLP == minigemma.mlp.GeGLU")
+    print("transformers GemmaMLP == minigemma.model.mlp.GeGLU")
     """),
     md(r"""
     What does one GeGLU unit compute? Its output is a function of *two* numbers, the gate
@@ -345,9 +345,9 @@ NB05 = [
     Solutions: `notebooks/solutions/05_geglu.py` (checked by `tests/test_exercises_05.py`).
 
     1. **The GLU family on one set of weights.** Write `glu(x, mlp, activation)` that runs the
-       three matrices of a `minigemma.mlp.GeGLU` module with any gate function:
+       three matrices of a `minigemma.model.mlp.GeGLU` module with any gate function:
        `torch.sigmoid` gives Dauphin's GLU, `F.relu` ReGLU, `F.silu` SwiGLU (the LLaMA MLP),
-       the identity a purely bilinear layer. Check that `minigemma.mlp.gelu_tanh` gives back
+       the identity a purely bilinear layer. Check that `minigemma.model.mlp.gelu_tanh` gives back
        `mlp(x)`. How far from GeGLU's output is each variant on the layer-0 input `x` above?
     2. **How open are the gates?** Write `gate_open_fraction(model, ids, threshold=0.1)`: for every
        layer, the fraction of (position, unit) pairs whose gate $\operatorname{GELU}(xW_\text{gate})$
@@ -355,7 +355,7 @@ NB05 = [
        remove them). Are later layers' MLPs sparser than early ones on `TEXT`?
     3. **The bug as a function.** Write `exact_gelu_report(model, ids)` returning
        `{"max_abs_logit_change": float, "top1_agreement": float}` for the exact versus the tanh
-       GELU, with your own context manager that patches `minigemma.mlp.gelu_tanh` and always
+       GELU, with your own context manager that patches `minigemma.model.mlp.gelu_tanh` and always
        restores it. Try it on a longer text: does the agreement stay at 100 %?
     """),
 ]
@@ -420,7 +420,7 @@ NB06 = [
     code(r"""
     block = model.blocks[0]
     for name, child in block.named_children():
-        if not name.startswith("hook_"):  # hook points are identity modules (minigemma/hooks.py)
+        if not name.startswith("hook_"):  # hook points are identity modules (minigemma/model/hooks.py)
             print(f"{name:15} {type(child).__name__}")
     """),
     code(r"""
@@ -685,9 +685,9 @@ NB07 = [
     import transformers
 
     import minigemma
-    from minigemma.attention import KVCache, attention_mask
+    from minigemma.model.attention import KVCache, attention_mask
     from minigemma.loading.names import hf_names
-    from minigemma.rope import rope_frequencies
+    from minigemma.model.rope import rope_frequencies
 
     torch.manual_seed(0)
     torch.set_grad_enabled(False)  # inference only: no autograd bookkeeping
@@ -727,7 +727,7 @@ NB07 = [
                for i, b in enumerate(model.blocks))
     """),
     md(r"""
-    The mask of each kind of layer, built with `minigemma.attention.attention_mask` (notebook 04)
+    The mask of each kind of layer, built with `minigemma.model.attention.attention_mask` (notebook 04)
     over 1,536 positions. A global layer's is the full causal triangle; a local layer's is a band
     512 keys wide:
     """),
@@ -863,7 +863,7 @@ NB07 = [
     minigemma's `KVCache` is the right bar: a local layer never looks back further than its
     window, so it keeps only `sliding_window` slots and writes position $p$ into slot
     $p \bmod w$, over the key that has just left every later query's window (a ring buffer,
-    `minigemma/attention.py`). The factor printed above is what that saves at 32k tokens.
+    `minigemma/model/attention.py`). The factor printed above is what that saves at 32k tokens.
     Exercise 1 computes these numbers for any config.
 
     ## 4. QK-norm

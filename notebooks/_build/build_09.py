@@ -22,9 +22,9 @@ CELLS = [
     - the text an instruction-tuned ("-it") Gemma expects: `<start_of_turn>`, a role name,
       the message, `<end_of_turn>`, and an open model turn at the end of every prompt;
     - what that text is as token ids: each chat marker is one id, the role names are ordinary words;
-    - why a chat marker typed *inside* a message must stay text, and how `minigemma.chat.encode_chat`
+    - why a chat marker typed *inside* a message must stay text, and how `minigemma.decoding.chat.encode_chat`
       keeps it so (with `trusted=True` for conversations you wrote yourself);
-    - why Gemma has no system role and how `minigemma.chat.format_chat` folds one into the first user turn;
+    - why Gemma has no system role and how `minigemma.decoding.chat.format_chat` folds one into the first user turn;
     - why generation stops at `<end_of_turn>`, and what a *base* model does with the same prompt
       (measured on the embedded 270M: it copies the shape of the conversation but gives `<end_of_turn>`
       a probability of about 1e-7);
@@ -51,9 +51,9 @@ CELLS = [
     from IPython.display import HTML, display
 
     import minigemma
-    from minigemma.chat import Chat, encode_chat, format_chat
+    from minigemma.decoding.chat import Chat, encode_chat, format_chat
     from minigemma.errors import ArgumentError
-    from minigemma.generate import generate_ids, stop_ids
+    from minigemma.decoding.generate import generate_ids, stop_ids
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)  # the embedded *base* model, fp32 on CPU
@@ -179,7 +179,7 @@ CELLS = [
     A user who types `<end_of_turn>` into a message ends their turn early, and can then write a
     model turn of their own: the model reads it as something it said. Encoding the rendered text
     with `tok.encode` has this hole (so does a chat template that renders text and then encodes it).
-    `minigemma.chat.encode_chat` closes it: it encodes each message apart from the template, and
+    `minigemma.decoding.chat.encode_chat` closes it: it encodes each message apart from the template, and
     a marker typed inside a message as two ordinary pieces, `<` and `start_of_turn>`. Only the
     template's own markers become ids 105 and 106; decoding gives the same text. `Chat` sends
     `encode_chat`'s ids. For a conversation you wrote yourself, where markers inside a message
@@ -534,7 +534,7 @@ CELLS = [
     2. **What the template costs.** Write `template_overhead(tok, messages) -> list[int]`, the number
        of tokens each turn adds beyond its content. What is it per turn? How many tokens in all does
        a 20-turn conversation spend on the template, `<bos>` and the open model turn included?
-    3. **Forged turns, by hand.** Without reading `minigemma/chat.py`, write
+    3. **Forged turns, by hand.** Without reading `minigemma/decoding/chat.py`, write
        `safe_chat_ids(tok, messages) -> list[int]`: the conversation with the template's markers as
        ids but any marker *inside a message* as ordinary text, so that `tok.decode` of it still gives
        `format_chat(messages)`. Check it against `encode_chat` (section 3) on the forged message of

@@ -28,7 +28,7 @@ NB10 = [
     - how the model's logits become a probability for every one of 262,144 next tokens;
     - greedy decoding, and why always taking the favourite is not the end of the story;
     - temperature, top-k and top-p (nucleus) sampling as formulas: you write each in a few
-      lines and check it against `minigemma.sampling.next_token_probs`, the function
+      lines and check it against `minigemma.decoding.sampling.next_token_probs`, the function
       `minigemma.generate` samples from;
     - why top-p adapts to the model's confidence where top-k cannot, measured on real text;
     - a **sampler playground**: drag the three knobs and watch the distribution being cut,
@@ -46,9 +46,9 @@ NB10 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma import viz
-    from minigemma.sampling import next_token_probs
-    from minigemma.widgets import sampler_playground
+    from minigemma.explore import viz
+    from minigemma.decoding.sampling import next_token_probs
+    from minigemma.explore.widgets import sampler_playground
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)
@@ -343,9 +343,9 @@ NB11 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma import viz
-    from minigemma.inspection import hook_names, run_with_cache
-    from minigemma.widgets import attention_explorer
+    from minigemma.explore import viz
+    from minigemma.explore.inspection import hook_names, run_with_cache
+    from minigemma.explore.widgets import attention_explorer
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)
@@ -583,10 +583,10 @@ NB12 = [
     import matplotlib.pyplot as plt
 
     import minigemma
-    from minigemma import viz
-    from minigemma.inspection import (ablate_head, hooks, lens_filter, logit_lens, logit_lens_table,
+    from minigemma.explore import viz
+    from minigemma.explore.inspection import (ablate_head, hooks, lens_filter, logit_lens, logit_lens_table,
                                       run_with_cache)
-    from minigemma.widgets import logit_lens_explorer, token_view
+    from minigemma.explore.widgets import logit_lens_explorer, token_view
 
     torch.manual_seed(0)
     model, tok = minigemma.load("gemma3-270m", progress=False)

@@ -50,7 +50,7 @@ CELLS = [
     import torch
 
     import minigemma
-    from minigemma.inspection import run_with_cache
+    from minigemma.explore.inspection import run_with_cache
     from minigemma.loading.weights import empty_model
     from minigemma.quantize import (agreement, dequantize_int4, float_copy, quantize, quantize_int4, quantize_int8,
                                     score_text, unpack_int4, weight_bytes)
@@ -297,13 +297,14 @@ CELLS = [
     | local layers keep only their window (a ring buffer) | `attention.KVCache` | a long context costs what it must (notebook 07) |
     | fewer bytes per weight: `nn.Linear` swapped for `Int8Linear` / `Int4Linear` | `minigemma.quantize` | fewer bytes per token (section 2) |
     | the output projection is a module of its own, swapped for one that reads the quantized embedding | `model.unembed` | the 262k x 640 matrix is never dequantized whole |
-    | `minigemma.compile(model)`: `torch.compile` of one decoding step | `minigemma/compile.py` | fuses the small elementwise kernels between the matmuls |
+    | `minigemma.compile(model)`: `torch.compile` of one decoding step | `minigemma/decoding/compile.py` | fuses the small elementwise kernels between the matmuls |
 
     `minigemma.load(name, quantize="int8")` does the swap at load time; `quantize(model, bits=...)`
     does it on a model you have. Look at what changed in the int8 model of section 4:
     """),
     code(r"""
     int8 = quantized["int8"]
+    check_ids = torch.tensor([tok.encode("The capital of France is", add_bos=True)])
     for name in ["blocks.0.attn.q_proj", "blocks.0.mlp.down_proj", "embed", "unembed"]:
         print(f"{name:22s} {type(model.get_submodule(name)).__name__:20s} -> {type(int8.get_submodule(name)).__name__}")
     _, acts_f = run_with_cache(model, check_ids, "hook_pattern")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minigemma.norm import RMSNorm
+from minigemma.model.norm import RMSNorm
 
 
 # Exercise 1: LayerNorm by hand (Ba et al., 2016), to set RMSNorm beside it.

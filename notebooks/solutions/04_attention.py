@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from minigemma import Gemma, GemmaConfig
-from minigemma.attention import Attention
+from minigemma.model.attention import Attention
 
 
 # Exercise 1: KV-cache size from the config alone, and what sliding windows save.

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import minigemma.mlp
-from minigemma.mlp import GeGLU
+import minigemma.model.mlp
+from minigemma.model.mlp import GeGLU
 
 
 # Exercise 1: the GLU family (Dauphin et al., 2017; Shazeer, 2020) on one set of weights.
@@ -33,7 +33,7 @@ def gate_open_fraction(model: nn.Module, ids: torch.Tensor, threshold: float = 0
     fractions: list[float] = []
 
     def measure(module: GeGLU, args: tuple[torch.Tensor, ...]) -> None:
-        gate = minigemma.mlp.gelu_tanh(module.gate_proj(args[0]))  # (batch, seq, intermediate)
+        gate = minigemma.model.mlp.gelu_tanh(module.gate_proj(args[0]))  # (batch, seq, intermediate)
         fractions.append((gate.abs() > threshold).float().mean().item())
 
     handles = [block.mlp.register_forward_pre_hook(measure) for block in model.blocks]
@@ -49,12 +49,12 @@ def gate_open_fraction(model: nn.Module, ids: torch.Tensor, threshold: float = 0
 @contextlib.contextmanager
 def exact_gelu() -> Iterator[None]:
     """Make every minigemma GeGLU use the exact (erf) GELU inside the block; always restore."""
-    original = minigemma.mlp.gelu_tanh
-    minigemma.mlp.gelu_tanh = F.gelu  # F.gelu defaults to approximate="none", the erf form
+    original = minigemma.model.mlp.gelu_tanh
+    minigemma.model.mlp.gelu_tanh = F.gelu  # F.gelu defaults to approximate="none", the erf form
     try:
         yield
     finally:
-        minigemma.mlp.gelu_tanh = original
+        minigemma.model.mlp.gelu_tanh = original
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minigemma.config import GemmaConfig
+from minigemma.model.config import GemmaConfig
 from minigemma.loading.names import hf_names
 from minigemma.model import Gemma
 

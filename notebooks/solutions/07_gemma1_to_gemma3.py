@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from minigemma.config import GemmaConfig
+from minigemma.model.config import GemmaConfig
 from minigemma.model import Gemma
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minigemma.config import GemmaConfig
+from minigemma.model.config import GemmaConfig
 from minigemma.quantize import dequantize_int8, quantize_int8
 
 

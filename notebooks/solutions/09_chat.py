@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from minigemma.chat import format_chat
+from minigemma.decoding.chat import format_chat
 from minigemma.tokenizer import Tokenizer
 
 START, END = "<start_of_turn>", "<end_of_turn>"
@@ -61,7 +61,7 @@ def encode_as_text(tok: Tokenizer, text: str) -> list[int]:
 
 def safe_chat_ids(tok: Tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
     """format_chat's conversation as ids, with only the template's markers as marker ids
-    (what `minigemma.chat.encode_chat` does, written another way).
+    (what `minigemma.decoding.chat.encode_chat` does, written another way).
 
     The turns come from format_chat itself, run on placeholders ("\\0" + index + "\\0") instead
     of the contents, so roles, the system fold and the error messages stay format_chat's own.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minigemma.sampling import next_token_probs
+from minigemma.decoding.sampling import next_token_probs
 
 
 # Exercise 1: min-p sampling.

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from minigemma import GemmaConfig
-from minigemma.inspection import run_with_cache
+from minigemma.explore.inspection import run_with_cache
 
 
 # Exercise 1: previous-token scores straight from the cache.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minigemma.inspection import hooks, logit_lens, patch_position, run_with_cache
+from minigemma.explore.inspection import hooks, logit_lens, patch_position, run_with_cache
 
 
 # Exercise 1: the rank of one token through the layers.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minigemma.config import GemmaConfig
+from minigemma.model.config import GemmaConfig
 from minigemma.loading.weights import empty_model
 from minigemma.quantize import quantize, weight_bytes
 

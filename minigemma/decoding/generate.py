@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ArgumentError
-from .model import Gemma
+from ..errors import ArgumentError
+from ..model.gemma import Gemma
 from .sampling import is_whole, check_sampling, sample_next
-from .tokenizer import Tokenizer, check_text  # noqa: F401 (check_text: chat and the CLI import it from here)
+from ..tokenizer import Tokenizer, check_text  # noqa: F401 (check_text: chat and the CLI import it from here)
 
 SEEDS = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (and negatives, which we refuse)
 
@@ -94,7 +94,7 @@ def generate(
 ) -> str:
     """Continue `prompt` and return only the new text.
 
-    prompt: text, or token ids used as they are (e.g. from `minigemma.chat.encode_chat`).
+    prompt: text, or token ids used as they are (e.g. from `minigemma.decoding.chat.encode_chat`).
     Pitfall 5: BOS is always prepended to text; Gemma never saw text without it, and without it
     gemma-7b's perplexity explodes. `stream(text_piece)` is called as text becomes final.
     """

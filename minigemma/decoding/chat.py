@@ -22,10 +22,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 from .generate import check_generation, check_text, generate
-from .model import Gemma
-from .tokenizer import Tokenizer
+from ..model.gemma import Gemma
+from ..tokenizer import Tokenizer
 
 ROLES = {"user": "user", "model": "model", "assistant": "model"}
 START, END = "<start_of_turn>", "<end_of_turn>"

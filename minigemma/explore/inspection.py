@@ -24,7 +24,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .hooks import HookPoint
+from ..model.hooks import HookPoint
 
 # A hook function gets the activation and the hook's name; it returns a replacement, or None
 # to leave the activation as it was (reading only).

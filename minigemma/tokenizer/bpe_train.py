@@ -5,7 +5,7 @@ vocabulary bottom-up: start from single characters, count every pair of neighbou
 training text, glue the most frequent pair into a new piece, repeat. SentencePiece (Kudo and
 Richardson, 2018) runs the same loop on raw text in which a space is just the character "▁".
 
-`train_bpe` returns a `minigemma.bpe.SentencePieceModel`: hand it to `BPETokenizer`, or write it
+`train_bpe` returns a `minigemma.tokenizer.bpe.SentencePieceModel`: hand it to `BPETokenizer`, or write it
 with `.to_bytes()` and the `sentencepiece` library will load it too. Gemma's settings:
 
 - spaces become "▁" and stay at the front of the word that follows (no dummy prefix added);

@@ -367,7 +367,7 @@ class BPETokenizer(TurnMarkers):
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         """Text -> ids, exactly as `sentencepiece.SentencePieceProcessor.encode`. No BOS unless asked."""
-        from .tokenizer import check_text  # (tokenizer.py imports this module)
+        from . import check_text  # (tokenizer.py imports this module)
 
         check_text(text, "the text to encode")  # the same clear error as the library backend
         ids = [self.bos_id] if add_bos else []

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from .errors import ArgumentError
-from .model import Gemma
+from ..errors import ArgumentError
+from ..model.gemma import Gemma
 
 
 def compile(model: Gemma, *, cuda_graphs: bool | None = None, verbose: bool = True) -> Gemma:

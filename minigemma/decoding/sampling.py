@@ -19,7 +19,7 @@ import numbers
 
 import torch
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 # The logits are divided in float32. Below float32's smallest normal number (1.2e-38) a
 # temperature can round to 0 or be flushed to zero (some CPUs do that with denormals), and

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from . import viz
 from .inspection import lens_filter, logit_lens_table, run_with_cache
-from .sampling import next_token_probs
+from ..decoding.sampling import next_token_probs
 
 
 def show_figure(out: widgets.Output, fig: Figure) -> None:

@@ -8,13 +8,13 @@ because the tokenizer serves many languages), Gemma 3 262k (Gemini 2.0's tokeniz
 Two implementations follow one `Tokenizer` protocol:
 
 - `SentencePieceTokenizer` (this file): Google's C++ library; the reference and the fast path.
-- `minigemma.bpe.BPETokenizer`: the same algorithm written out in Python to be read; same ids.
+- `minigemma.tokenizer.bpe.BPETokenizer`: the same algorithm written out in Python to be read; same ids.
 
 Both read a SentencePiece `tokenizer.model` file, the single entry point (`load_tokenizer`).
 Checkpoints in the GGUF format carry no such file, only the vocabulary as metadata:
 `modelproto_from_gguf_vocab` turns that metadata back into a model file.
 
-Nothing here imports `sentencepiece` at module level, so `minigemma.bpe` and everything else
+Nothing here imports `sentencepiece` at module level, so `minigemma.tokenizer.bpe` and everything else
 work on machines without it.
 """
 
@@ -26,9 +26,9 @@ from typing import Protocol, runtime_checkable
 
 # Piece types (GGUF's `tokenizer.ggml.token_type` uses SentencePiece's numbers), the "▁", and
 # what both tokenizers share.
-# minigemma.bpe is pure Python: importing from it does not pull in sentencepiece.
+# minigemma.tokenizer.bpe is pure Python: importing from it does not pull in sentencepiece.
 from .bpe import BYTE, SPACE, UNKNOWN, USER_DEFINED, TurnMarkers, check_bpe_kind, not_a_model_file
-from .errors import ArgumentError, CheckpointError, ModelNotFoundError
+from ..errors import ArgumentError, CheckpointError, ModelNotFoundError
 
 BACKENDS = ("sentencepiece", "python")
 
@@ -135,13 +135,13 @@ class SentencePieceTokenizer(TurnMarkers):
 def load_tokenizer(model_file: str | Path, backend: str = "sentencepiece") -> Tokenizer:
     """Open a SentencePiece `tokenizer.model` with the chosen backend.
 
-    backend: "sentencepiece" (the C++ library, fast) or "python" (`minigemma.bpe`, pure Python,
+    backend: "sentencepiece" (the C++ library, fast) or "python" (`minigemma.tokenizer.bpe`, pure Python,
     the same ids; slower, but every step can be read and stepped through).
     """
     if backend not in BACKENDS:
         raise ArgumentError(
             f"unknown tokenizer backend {backend!r}; choose 'sentencepiece' (the C++ library) "
-            "or 'python' (minigemma.bpe, pure Python, same ids)"
+            "or 'python' (minigemma.tokenizer.bpe, pure Python, same ids)"
         )
     path = Path(model_file)
     if not path.is_file():

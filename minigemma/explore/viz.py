@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, get_font
 from matplotlib.patches import Rectangle
 
-from .sampling import next_token_probs
+from ..decoding.sampling import next_token_probs
 
 DPI = 80
 

@@ -1,0 +1,1 @@
+"""From logits to text: sampling, the generation loop, the chat format, and compiling the decoding step."""

@@ -1,0 +1,1 @@
+"""Looking inside the model: hooks and caches of activations, figures, and ipywidgets explorers."""
