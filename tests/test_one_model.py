@@ -223,3 +223,36 @@ def test_float_copy_runs_the_rounded_weights_in_float():
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(floats(ids), expected(ids), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bits,name", [(8, "tiny-gemma3"), (4, "tiny-gemma3"), (8, "tiny-gemma-mha")])
+def test_fused_projections_compute_the_same(bits, name, tmp_path):
+    """quantize.fuse: q|k|v and gate|up in one layer each, the same numbers (their rows stacked),
+    the separate layers gone (no second copy), hook points intact; saved and loaded fused."""
+    from minigemma.quantize import QuantizedLinear, fuse, load_quantized, save_quantized
+
+    model = quantize(random_model(name), bits=bits, group_size=32)
+    fused = fuse(copy.deepcopy(model))
+    attn, mlp = fused.blocks[0].attn, fused.blocks[0].mlp
+    assert isinstance(attn.qkv, QuantizedLinear) and attn.q_proj is None and attn.k_proj is None
+    assert isinstance(mlp.gate_up, QuantizedLinear) and mlp.gate_proj is None
+    ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids), model(ids), atol=1e-5, rtol=0)
+        assert list(generate_ids(fused, [2, 9, 4], 10)) == list(generate_ids(model, [2, 9, 4], 10))
+        _, cache = run_with_cache(fused, ids, "hook_pattern")
+        assert len(cache) == model.config.num_layers
+        reloaded = load_quantized(save_quantized(fused, tmp_path / "q"))
+        torch.testing.assert_close(reloaded(ids), fused(ids), atol=0, rtol=0)
+
+
+def test_load_with_a_scheme_fuses_and_float_copy_unfuses():
+    from minigemma.quantize import apply_scheme, float_copy
+
+    model = apply_scheme(random_model("tiny-gemma3"), "int8")
+    assert model.blocks[0].attn.qkv is not None
+    floats = float_copy(model)
+    assert floats.blocks[0].attn.qkv is None and isinstance(floats.blocks[0].attn.q_proj, torch.nn.Linear)
+    ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():  # the float copy has the same weights: only the bf16 rounding of activations differs
+        assert ((floats(ids) - model(ids)).norm() / floats(ids).norm()) < 0.03

@@ -213,7 +213,13 @@ def dequantized_twin(model: torch.nn.Module, quantized: torch.nn.Module) -> torc
     twin = copy.deepcopy(model)
     with torch.no_grad():
         for name, module in quantized.named_modules():
-            if isinstance(module, QuantizedLinear) and name != "embed.linear":
+            parent, _, attr = name.rpartition(".")
+            if isinstance(module, QuantizedLinear) and attr in ("qkv", "gate_up"):  # fused (quantize.fuse)
+                parts = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("gate_proj", "up_proj")}[attr]
+                targets = [twin.get_submodule(f"{parent}.{p}").weight for p in parts]
+                for target, w in zip(targets, module.dequantized().split([t.shape[0] for t in targets])):
+                    target.copy_(w)
+            elif isinstance(module, QuantizedLinear) and name != "embed.linear":
                 twin.get_submodule(name).weight.copy_(module.dequantized())
         twin.embed.weight.copy_(quantized.embed.linear.dequantized())
     return twin
@@ -269,10 +275,11 @@ def test_apply_scheme_choices():
         assert torch.equal(floats(ids), random_model()(ids))  # 512 rows: under oneDNN's 4096, plain F.linear
     assert type(apply_scheme(random_model().to(torch.bfloat16), None).unembed) is Unembedding
     int8 = apply_scheme(random_model(), "int8")
-    assert isinstance(int8.blocks[0].mlp.up_proj, Int8Linear) and type(int8.unembed) is QuantizedUnembedding
+    # The loader's schemes also fuse q|k|v and gate|up (quantize.fuse; tests/test_one_model.py).
+    assert isinstance(int8.blocks[0].mlp.gate_up, Int8Linear) and type(int8.unembed) is QuantizedUnembedding
     assert type(apply_scheme(random_model(), "int8-dynamic").unembed) is DynamicInt8Unembedding
     int4 = apply_scheme(random_model(), "int4", group_size=32)
-    assert int4.blocks[0].mlp.up_proj.group_size == 32 and int4.embed.linear.bits == 4
+    assert int4.blocks[0].mlp.gate_up.group_size == 32 and int4.embed.linear.bits == 4
     # Asking again for the same bits completes or keeps the model; other bits are refused.
     assert type(apply_scheme(int8, "int8-dynamic").unembed) is DynamicInt8Unembedding
     assert apply_scheme(int8, "int8") is int8 and type(int8.unembed) is QuantizedUnembedding

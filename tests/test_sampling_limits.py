@@ -110,3 +110,31 @@ def test_a_tiny_temperature_generates_the_greedy_text(gemma3_270m):
     greedy = minigemma.generate(model, tok, prompt, max_new_tokens=8)
     assert minigemma.generate(model, tok, prompt, max_new_tokens=8, temperature=1e-40, seed=0) == greedy
     assert minigemma.generate(model, tok, prompt, max_new_tokens=8, temperature=50.0, top_k=1, seed=0) == greedy
+
+
+def test_settings_are_checked_once_per_call_not_per_token(monkeypatch):
+    """generate and generate_ids check their sampling settings once, before any work; the loop
+    samples with the checked settings (sampling.sample_checked)."""
+    import minigemma
+    import minigemma.decoding.generate as gen
+    import minigemma.decoding.sampling as sampling
+    from reference import random_model
+
+    calls = []
+    real = sampling.check_sampling
+    counting = lambda *a, **k: calls.append(1) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(sampling, "check_sampling", counting)
+    monkeypatch.setattr(gen, "check_sampling", counting)
+    model = random_model("tiny-gemma")
+    assert len(list(gen.generate_ids(model, [2, 5, 6], 6, temperature=0.7, top_p=0.9, seed=1))) == 6
+    assert len(calls) == 1
+
+    class Tok:  # the least a tokenizer needs here
+        eos_id, end_of_turn_id = 1, 107
+
+        def decode(self, ids):
+            return "x" * len(ids)
+
+    calls.clear()
+    assert minigemma.generate(model, Tok(), [2, 5, 6], max_new_tokens=6, temperature=0.7, seed=1)
+    assert len(calls) == 1

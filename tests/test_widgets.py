@@ -25,12 +25,18 @@ from minigemma.explore.widgets import (attention_explorer, logit_lens_explorer, 
 TEXT = "def forward(self, x): return self.norm(x) + x"
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_tokenizer):
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def tiny(tiny_tokenizer, request):
+    """Every explorer test runs on the float model and on the same model quantized to int8
+    (module swaps keep the hook points, so the explorers must work unchanged)."""
     torch.manual_seed(0)
     model = Gemma(get_config("tiny-gemma3")).eval()
     with torch.no_grad():  # sharper than a fresh init, so distributions are not flat
         model.embed.weight.normal_(0, 0.15)
+    if request.param == "int8":
+        from minigemma.quantize import quantize
+
+        quantize(model, bits=8)
     return model, tiny_tokenizer
 
 
@@ -227,7 +233,10 @@ def test_logit_lens_explorer(tiny):
     # The top row is the model's own output.
     with torch.no_grad():
         probs = model(torch.tensor([ids]))[0].softmax(-1)
-    np.testing.assert_allclose(values[-1], probs[-6:].max(-1).values.numpy(), rtol=1e-4)
+    # int8: the lens sends all its rows at once through dequantize-then-F.linear (float32), the
+    # model's forward its 12 through the int8 kernel on bf16 inputs: ~1% apart (measured 2.2% at most).
+    rtol = 1e-4 if isinstance(model.embed, torch.nn.Embedding) else 0.05
+    np.testing.assert_allclose(values[-1], probs[-6:].max(-1).values.numpy(), rtol=rtol)
     cells = [t.get_text() for t in ex.figures["lens"].axes[0].texts]
     assert cells[-1] == viz.label(tok.id_to_piece(int(probs[-1].argmax())), 8)
 
@@ -235,7 +244,7 @@ def test_logit_lens_explorer(tiny):
     nxt = image(ex.figures["lens"])
     assert not np.allclose(np.nan_to_num(nxt), values)
     expected = probs[-6:-1].gather(-1, torch.tensor(ids[-5:])[:, None]).squeeze(-1).numpy()
-    np.testing.assert_allclose(nxt[-1, :-1], expected, rtol=1e-4)
+    np.testing.assert_allclose(nxt[-1, :-1], expected, rtol=rtol)
     assert np.isnan(nxt[:, -1]).all()  # the last position has no next token yet
 
     ex.positions.value = (0, 2)

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ArgumentError
 from ..model.gemma import Gemma
-from .sampling import is_whole, check_sampling, sample_next
+from .sampling import check_sampling, is_whole, sample_checked
 from ..tokenizer import Tokenizer, check_text  # noqa: F401 (check_text: chat and the CLI import it from here)
 
 SEEDS = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (and negatives, which we refuse)
@@ -47,7 +47,6 @@ def check_room(model: Gemma, prompt_len: int, max_new_tokens: int) -> None:
                             f"{context - prompt_len}")
 
 
-@torch.inference_mode()
 def generate_ids(
     model: Gemma,
     prompt_ids: list[int],
@@ -60,6 +59,13 @@ def generate_ids(
 ) -> Iterator[int]:
     """Yield new token ids one at a time, continuing `prompt_ids` (which should start with BOS)."""
     check_generation(max_new_tokens, temperature, top_k, top_p, seed)
+    return _generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop)
+
+
+@torch.inference_mode()
+def _generate_ids(model: Gemma, prompt_ids: list[int], max_new_tokens: int, temperature: float,
+                  top_k: int | None, top_p: float | None, seed: int | None, stop: set[int]) -> Iterator[int]:
+    # generate_ids with its settings already checked (once per call, not once per token).
     check_room(model, len(prompt_ids), max_new_tokens)
     if max_new_tokens == 0 or not prompt_ids:
         return
@@ -71,7 +77,7 @@ def generate_ids(
     # Prefill: the whole prompt in one forward pass fills the cache for every layer.
     logits = model(torch.tensor([prompt_ids], device=device), cache=cache, last_only=True)
     for step in range(max_new_tokens):
-        next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (1,)
+        next_id = sample_checked(logits[:, -1], temperature, top_k, top_p, generator)  # (1,)
         token = int(next_id)
         yield token
         if token in stop or step == max_new_tokens - 1:
@@ -108,7 +114,7 @@ def generate(
     shown = ""
     stop = stop_ids(tok)
     bar = tqdm(total=max_new_tokens, desc="generating", unit="tok", disable=not progress, leave=False)
-    for token in generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
+    for token in _generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
         bar.update()
         if token in stop:
             break

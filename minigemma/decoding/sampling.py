@@ -65,6 +65,11 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     Greedy (temperature 0, or below GREEDY_BELOW, or top_k=1) gives all the mass to the argmax.
     """
     check_sampling(temperature, top_k, top_p)
+    return _probs(logits, temperature, top_k, top_p)
+
+
+def _probs(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    # next_token_probs without the argument check: generation checks once per call, not per token.
     logits = logits.float()
     if is_greedy(temperature, top_k):
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
@@ -91,7 +96,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token id per row of logits (batch, vocab) -> (batch,)."""
     check_sampling(temperature, top_k, top_p)
+    return sample_checked(logits, temperature, top_k, top_p, generator)
+
+
+def sample_checked(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """sample_next for settings already checked (check_sampling): the generation loop calls it per token."""
     if is_greedy(temperature, top_k):
         return logits.argmax(-1)
-    probs = next_token_probs(logits, temperature, top_k, top_p)
+    probs = _probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

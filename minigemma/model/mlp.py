@@ -24,7 +24,12 @@ class GeGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.gate_up: nn.Module | None = None  # gate_proj and up_proj in one layer (minigemma.quantize.fuse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, seq, hidden) -> (batch, seq, intermediate) -> (batch, seq, hidden)
-        return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up is not None:
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(gelu_tanh(gate) * up)

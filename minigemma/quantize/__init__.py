@@ -36,7 +36,7 @@ int8 on a CPU) and, for float32 weights, oneDNN's matmul on every core (OneDNNUn
   files.py       save_quantized, load_quantized     quality.py  perplexity, agreement, bytes
 """
 
-from .apply import SAME, SCHEMES, apply_scheme, check_scheme, float_copy, quantize, scheme
+from .apply import SAME, SCHEMES, apply_scheme, check_scheme, float_copy, fuse, quantize, scheme
 from .arithmetic import (INT4_GROUP_SIZES, check_int4_shape, dequantize_int4, dequantize_int8, quantize_int4,
                          quantize_int8, unpack_int4)
 from .files import load_quantized, save_quantized

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .apply import scheme
+from .apply import FUSED, scheme
 from .modules import (DynamicInt8Unembedding, Int4Linear, Int8Linear, QuantizedEmbedding, QuantizedLinear,
                       QuantizedUnembedding)
 
@@ -48,7 +48,14 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
     with torch.device("meta"):
         model = Gemma(config)
     for name, layer in meta["layers"].items():
-        if name != "embed.linear":
+        parent_name, _, attr = name.rpartition(".")
+        if attr in FUSED:  # q|k|v or gate|up in one layer (apply.fuse): its parts' rows, stacked
+            parent = model.get_submodule(parent_name)
+            parts = [getattr(parent, p) for p in FUSED[attr]]
+            setattr(parent, attr, _empty_quantized(layer, parts[0].in_features, sum(p.out_features for p in parts)))
+            for p in FUSED[attr]:
+                setattr(parent, p, None)
+        elif name != "embed.linear":
             old = model.get_submodule(name)
             model.set_submodule(name, _empty_quantized(layer, old.in_features, old.out_features))
     if meta["embedding"]:

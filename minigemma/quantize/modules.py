@@ -22,6 +22,14 @@ def _frozen(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t, requires_grad=False)
 
 
+def _by_rows(quantize_fn, w: torch.Tensor, *args, rows: int = 8192) -> tuple[torch.Tensor, ...]:
+    """quantize_fn(w, *args) computed a block of rows at a time: every row is quantized on its own,
+    so the result is the same, and the float temporaries stay a few MB instead of several copies
+    of the 671 MB float32 embedding of the 270M (which made quantizing at load peak at 3.4 GB)."""
+    parts = [quantize_fn(w[i:i + rows], *args) for i in range(0, w.shape[0], rows)]
+    return tuple(torch.cat(tensors) for tensors in zip(*parts))
+
+
 class QuantizedLinear(nn.Module):
     """Base class: a bias-free linear layer whose weight is stored in `bits` bits.
 
@@ -48,6 +56,18 @@ class QuantizedLinear(nn.Module):
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a float (out, in) matrix."""
         raise NotImplementedError
+
+    @classmethod
+    def cat(cls, layers: list["QuantizedLinear"]) -> "QuantizedLinear":
+        """One layer computing all of `layers`' outputs (rows stacked), for layers that read the same
+        input: every tensor here has one row per output, so stacking rows stacks the layers."""
+        first = layers[0]
+        layer = cls.__new__(cls)
+        QuantizedLinear.__init__(layer, first.in_features, sum(l.out_features for l in layers))
+        layer.__dict__.update({k: v for k, v in vars(first).items() if k in ("group_size",)})
+        for name, _ in first.named_parameters(recurse=False):
+            setattr(layer, name, _frozen(torch.cat([getattr(l, name) for l in layers])))
+        return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)  # (rows, in): the kernels take 2-D inputs
@@ -78,7 +98,7 @@ class Int8Linear(QuantizedLinear):
     @classmethod
     def from_float(cls, w: torch.Tensor) -> "Int8Linear":
         layer = cls(w.shape[1], w.shape[0], device="meta")
-        layer.weight, layer.scale = map(_frozen, quantize_int8(w))
+        layer.weight, layer.scale = map(_frozen, _by_rows(quantize_int8, w))
         return layer
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -119,7 +139,7 @@ class Int4Linear(QuantizedLinear):
     @classmethod
     def from_float(cls, w: torch.Tensor, group_size: int = 64) -> "Int4Linear":
         layer = cls(w.shape[1], w.shape[0], group_size, device="meta")
-        layer.weight, layer.scale, layer.zero = map(_frozen, quantize_int4(w, group_size))
+        layer.weight, layer.scale, layer.zero = map(_frozen, _by_rows(quantize_int4, w, group_size))
         return layer
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
