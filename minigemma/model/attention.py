@@ -182,12 +182,21 @@ class Attention(nn.Module):
         z = self.hook_z(z.transpose(1, 2))  # (batch, seq, heads, head_dim)
         return self.o_proj(z.reshape(batch, seq, self.num_heads * self.head_dim))
 
-    def _explicit_attention(self, q, k, v, mask) -> torch.Tensor:
-        """The textbook formula, used when someone hooks the attention pattern to look at it."""
-        group = self.num_heads // self.num_kv_heads
-        k = k.repeat_interleave(group, dim=1)  # (batch, heads, k, head_dim): each kv head copied for its group
-        v = v.repeat_interleave(group, dim=1)
-        scores = (q @ k.transpose(-1, -2)).float() * self.scale  # (batch, heads, q, k)
-        scores = scores.masked_fill(~mask, float("-inf"))
+    def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The textbook formula, softmax(q k^T * scale) v, with the pattern materialised.
+
+        Used when someone hooks the pattern to look at it. (For one new token it would also be
+        faster on a CPU than the fused kernel, 0.5 against 1.8 ms a token for the 270M under
+        torch.profiler, but it sums in another order: cached logits of tiny-gemma then move by
+        1.3e-5 from transformers', past the parity tests' 1e-5.)
+        """
+        batch, heads, seq, d = q.shape
+        group = heads // self.num_kv_heads
+        # Each kv head serves `group` query heads (heads kv*group .. kv*group + group - 1): stack them
+        # as extra query rows, so k and v are read as they are, never copied per head.
+        qg = q.reshape(batch, self.num_kv_heads, group * seq, d)  # (batch, kv_heads, group * q, head_dim)
+        scores = (qg @ k.transpose(-1, -2)).float() * self.scale  # (batch, kv_heads, group * q, k)
+        scores = scores.view(batch, heads, seq, -1).masked_fill(~mask, float("-inf"))  # (batch, heads, q, k)
         pattern = self.hook_pattern(scores.softmax(dim=-1).to(q.dtype))
-        return pattern @ v
+        z = pattern.reshape(batch, self.num_kv_heads, group * seq, -1) @ v  # (batch, kv_heads, group * q, head_dim)
+        return z.view(batch, heads, seq, d)

@@ -297,6 +297,7 @@ CELLS = [
     | local layers keep only their window (a ring buffer) | `attention.KVCache` | a long context costs what it must (notebook 07) |
     | fewer bytes per weight: `nn.Linear` swapped for `Int8Linear` / `Int4Linear` | `minigemma.quantize` | fewer bytes per token (section 2) |
     | the output projection is a module of its own, swapped for one that reads the quantized embedding | `model.unembed` | the 262k x 640 matrix is never dequantized whole |
+    | q, k, v (and gate, up) in one quantized layer each, when `load` quantizes | `quantize.fuse` | PyTorch's int8/int4 kernels cost ~75 us a call on these small matrices, whatever their size |
     | `minigemma.compile(model)`: `torch.compile` of one decoding step | `minigemma/decoding/compile.py` | fuses the small elementwise kernels between the matmuls |
 
     `minigemma.load(name, quantize="int8")` does the swap at load time; `quantize(model, bits=...)`
