@@ -47,16 +47,9 @@ def check_room(model: Gemma, prompt_len: int, max_new_tokens: int) -> None:
                             f"{context - prompt_len}")
 
 
-def generate_ids(
-    model: Gemma,
-    prompt_ids: list[int],
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    stop: set[int] = frozenset(),
-) -> Iterator[int]:
+def generate_ids(model: Gemma, prompt_ids: list[int], max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop: set[int] = frozenset()) -> Iterator[int]:
     """Yield new token ids one at a time, continuing `prompt_ids` (which should start with BOS)."""
     check_generation(max_new_tokens, temperature, top_k, top_p, seed)
     return _generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop)

@@ -204,8 +204,7 @@ def _load_hf(directory: Path, config: GemmaConfig | None, device: torch.device, 
 
 def _load_ckpt(path: Path, config: GemmaConfig | None, keep_int8: bool, device: torch.device, dtype: torch.dtype,
                tokenizer: str, progress: bool) -> tuple[Gemma, Tokenizer]:
-    from .ckpt import ckpt_tensors, infer_config, is_quantized, read_state_dict
-    from .int8 import use_int8_linears
+    from .ckpt import ckpt_tensors, infer_config, is_quantized, read_state_dict, use_int8_linears
 
     tok_path = _tokenizer_beside(path.parent, str(path))
     state = read_state_dict(path)

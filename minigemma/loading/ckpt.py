@@ -32,9 +32,11 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
+from ..errors import ArgumentError, CheckpointError, ModelNotFoundError
 from ..model.config import GemmaConfig, check_fields, matching_preset
-from ..errors import CheckpointError, ModelNotFoundError
-from ..quantize import dequantize_int8
+from ..quantize import Int8Linear, dequantize_int8, scheme
 from .weights import FLAX_PADDED_VOCAB, GEMMA_VOCAB, match_preset
 
 log = logging.getLogger("minigemma")
@@ -191,7 +193,7 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
 
     Dequantizes int8 weights to float32 unless `keep_int8`, in which case the linear layers get
     the int8 matrix and its scales as `weight` and `scale` (the model must hold Int8Linear layers,
-    see int8.py).
+    use_int8_linears below).
     `where` (the file) is named in errors.
     """
     quant = is_quantized(state)
@@ -269,3 +271,22 @@ def ckpt_tensors(state: dict[str, torch.Tensor], config: GemmaConfig, *, keep_in
         if key not in used:
             tensors[key] = lambda key=key: state[key]
     return tensors, source
+
+
+def use_int8_linears(model: nn.Module, scale_dtype: torch.dtype = torch.float32) -> nn.Module:
+    """For `load(..., keep_int8=True)`: every nn.Linear of `model` (on the meta device, nothing
+    allocated yet) becomes minigemma.quantize's Int8Linear of the same shape, in place.
+
+    A "quant" checkpoint's rows are int8 values q and one scale s each (row ~= q * s), which is
+    exactly what Int8Linear holds, so the checkpoint runs through PyTorch's int8 kernel like any
+    quantized model; `weight_scaler` is read into `scale`, in `scale_dtype` (fill_model keeps the
+    dtypes the layers declare).
+    """
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            if module.bias is not None:
+                raise ArgumentError(f"{name} has a bias; Gemma's linear layers have none")
+            layer = Int8Linear(module.in_features, module.out_features, device=module.weight.device)
+            model.set_submodule(name, layer.to(scale_dtype))  # .to(dtype) casts only the float scales
+    model.quantization = scheme(model)  # int8 layers, float embedding: what save_quantized writes
+    return model

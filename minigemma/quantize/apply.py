@@ -156,7 +156,8 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
 def float_copy(model: nn.Module) -> nn.Module:
     """A copy of `model` with every quantized module replaced by its float equivalent, holding the
     same rounded weights: what quantization did to the numbers, run in plain float32 arithmetic
-    (the kernels round activations to bf16 on some CPUs; notebook 13 compares greedy text this way)."""
+    (the kernels round activations to bf16 on some CPUs; notebook 13 compares greedy text this way).
+    A fused layer (see fuse) stays one layer: one float nn.Linear computes all its parts."""
     import copy
 
     from ..model.gemma import Unembedding
@@ -165,17 +166,6 @@ def float_copy(model: nn.Module) -> nn.Module:
     if isinstance(model.embed, QuantizedEmbedding):  # first: its rows are a QuantizedLinear too
         model.embed = nn.Embedding.from_pretrained(model.embed.linear.dequantized(model.embed.dtype))
         model.unembed = Unembedding()
-    for parent in list(model.modules()):  # fused layers (see fuse) back into their parts
-        for fused, parts in FUSED.items():
-            layer = getattr(parent, fused, None)
-            if isinstance(layer, QuantizedLinear):
-                sizes = [parent.num_heads * parent.head_dim] + [parent.num_kv_heads * parent.head_dim] * 2 \
-                    if fused == "qkv" else [layer.out_features // 2] * 2
-                for part, w in zip(parts, layer.dequantized().split(sizes)):
-                    linear = nn.Linear(layer.in_features, w.shape[0], bias=False, device=w.device)
-                    linear.weight = nn.Parameter(w.contiguous(), requires_grad=False)
-                    setattr(parent, part, linear)
-                setattr(parent, fused, None)
     for name, module in list(model.named_modules()):
         if isinstance(module, QuantizedLinear):
             linear = nn.Linear(module.in_features, module.out_features, bias=False, device=module.weight.device)

@@ -1,7 +1,7 @@
 """The arithmetic: a float matrix <-> small integers plus scales (the formulas: see __init__.py).
 
 int8 per row is exactly what gemma_pytorch's int8 checkpoints store (notebook 08), so its loader
-(minigemma/loading/int8.py) uses these same two int8 functions.
+(minigemma/loading/ckpt.py) uses these same two int8 functions.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class Int8Linear(QuantizedLinear):
     """int8 weight (out, in) and one float32 scale per output row: w ~= q * s.
 
     Also the layer of gemma_pytorch's int8 "quant" checkpoints (their `weight_scaler` is `scale`
-    here; minigemma/loading/int8.py).
+    here; minigemma/loading/ckpt.py).
     """
 
     bits, kernel = 8, "int8"
