@@ -187,7 +187,10 @@ def test_sampler_step_appends_and_reuses_the_cache(tiny):
     # The cached logits equal a full forward pass over prompt + sampled tokens.
     with torch.no_grad():
         full = model(torch.tensor([pg.prompt_ids + pg.new_ids]))[0, -1]
-    torch.testing.assert_close(pg.logits, full, rtol=1e-4, atol=1e-4)
+    # int8: every matmul rounds its bf16 output, so one logit may move by a bf16 step (1/64 at 2-4)
+    # between one row at a time and the whole sequence; float32 agrees to float rounding.
+    tol = 1e-4 if isinstance(model.embed, torch.nn.Embedding) else 0.05
+    torch.testing.assert_close(pg.logits, full, rtol=tol, atol=tol)
     # The same seed samples the same tokens; reset starts over from the prompt.
     again = sampler_playground(model, tok, "def forward(self", max_new_tokens=8, seed=3)
     assert [again.step() for _ in range(4)] == pg.new_ids
