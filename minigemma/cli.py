@@ -10,6 +10,7 @@ import sys
 import torch
 
 from .errors import MinigemmaError
+from .quantize import SCHEMES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,7 +33,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
-QUANTIZE = ("int8", "int8-dynamic", "int4")
+QUANTIZE = tuple(s for s in SCHEMES if s is not None)  # what load(..., quantize=) accepts
 
 
 def _add_speed_args(p: argparse.ArgumentParser) -> None:

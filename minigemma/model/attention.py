@@ -115,6 +115,13 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None)
     return mask
 
 
+def layer_mask(positions: torch.Tensor, slots: int | None, window: int | None) -> torch.Tensor:
+    """The (q, keys) mask for queries at `positions` over the keys a layer attends to: the new
+    ones alone without a cache (slots None), else what KVCache.update returns for `slots` slots."""
+    k_pos = positions if slots is None else KVCache.key_positions(positions, slots)
+    return attention_mask(positions, k_pos, window)
+
+
 class Attention(nn.Module):
     def __init__(self, config: GemmaConfig, layer: int):
         super().__init__()
@@ -169,8 +176,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, positions, k, v)  # (batch, kv_heads, keys, head_dim)
         if mask is None:
-            k_pos = KVCache.key_positions(positions, cache.slots(self.layer)) if cache is not None else positions
-            mask = attention_mask(positions, k_pos, self.window)
+            mask = layer_mask(positions, cache.slots(self.layer) if cache is not None else None, self.window)
 
         if self.hook_pattern.active:
             z = self._explicit_attention(q, k, v, mask)

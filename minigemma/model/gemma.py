@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import KVCache, attention_mask
+from .attention import KVCache, layer_mask
 from .block import DecoderBlock
 from .config import GemmaConfig
 from .hooks import HookPoint
@@ -83,8 +83,7 @@ class Gemma(nn.Module):
                 rope[attn.rope_theta] = rope_cos_sin(positions, self.config.head_dim, attn.rope_theta)
             slots = cache.slots(i) if cache is not None else None
             if (slots, attn.window) not in masks:
-                k_pos = KVCache.key_positions(positions, slots) if cache is not None else positions
-                masks[slots, attn.window] = attention_mask(positions, k_pos, attn.window)
+                masks[slots, attn.window] = layer_mask(positions, slots, attn.window)
             x = block(x, positions, cache, rope[attn.rope_theta], masks[slots, attn.window])
         if last_only:
             x = x[:, -1:]
