@@ -31,10 +31,23 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 def int8_matmul(x2d: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return _int8_matmul(x2d, q, scale)  # a plain function in front: layers keep it, and deepcopy copies it
+
+
+# A custom operator, not a plain function: torch.compile treats it as one opaque call. Traced as
+# Python, `aligned`'s data_ptr() check broke the compiled graph at every int8 layer (and the pieces
+# between breaks were recompiled per layer until dynamo gave up), which made compile slower than eager.
+@torch.library.custom_op("minigemma::int8_matmul", mutates_args=())
+def _int8_matmul(x2d: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     # (M, in) x int8 (out, in) with per-row scales (in x's dtype) -> (M, out), no float weight.
     # `in` must be a multiple of 16 (the kernel steps through a row 16 values at a time), and
     # every tensor aligned (see `aligned`): the only layout this kernel was seen to handle safely.
     return torch._weight_int8pack_mm(aligned(x2d), aligned(q), aligned(scale))
+
+
+@_int8_matmul.register_fake
+def _(x2d: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x2d.new_empty(x2d.shape[0], q.shape[0])  # what the compiler needs to know: shape and dtype
 
 
 def int4_pack(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -86,6 +99,9 @@ def fbgemm_pack(q: torch.Tensor, scale: torch.Tensor):
         return torch.ops.quantized.linear_prepack(qweight, None)
 
 
+# fbgemm's packed weight is a C++ object torch.compile cannot trace through: this one call (the
+# output projection, once per step) runs eagerly, after the compiled layers.
+@torch.compiler.disable
 def dynamic_int8_matmul(x: torch.Tensor, packed) -> torch.Tensor:
     """x (..., in) float32, rounded to 8 bits with one scale per vector, times fbgemm's packed int8 rows.
 
