@@ -82,3 +82,25 @@ def gguf_names(config: GemmaConfig) -> dict[str, str]:
 
 def is_norm(name: str) -> bool:
     return re.search(r"norm\.weight$", name) is not None
+
+
+# LoRA adapters in peft's format: the layers an adapter may target, ours -> transformers (the
+# weights' names above without ".weight"), and the prefix peft's PeftModelForCausalLM wrapped
+# around GemmaForCausalLM / Gemma3ForCausalLM gives every key.
+_HF_LORA_LAYER = {ours.removesuffix(".weight"): theirs.removesuffix(".weight")
+                  for ours, theirs in _HF_LAYER.items() if ours.startswith(("attn.", "mlp."))}
+PEFT_PREFIX = "base_model.model.model.layers"
+
+
+def hf_adapter_names(config: GemmaConfig, targets: list[str]) -> dict[str, str]:
+    """{our LoRA parameter: its key in peft's adapter_model.safetensors} for `targets` (q_proj, ...) in every layer.
+
+    e.g. blocks.0.attn.q_proj.lora_A -> base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+    """
+    table = {}
+    for i in range(config.num_layers):
+        for ours, theirs in _HF_LORA_LAYER.items():
+            if ours.rpartition(".")[2] in targets:
+                for m in ("lora_A", "lora_B"):
+                    table[f"blocks.{i}.{ours}.{m}"] = f"{PEFT_PREFIX}.{i}.{theirs}.{m}.weight"
+    return table
