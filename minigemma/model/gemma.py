@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
 from .attention import KVCache, layer_mask
 from .block import DecoderBlock
 from .config import GemmaConfig
@@ -40,14 +41,21 @@ class Gemma(nn.Module):
         self.hook_embed = HookPoint()  # the scaled embeddings that enter block 0
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, *, select: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (batch, seq, vocab) for input_ids (batch, seq).
 
         With a cache, input_ids continue the sequence the cache holds (positions start at
         cache.length). `last_only` returns (batch, 1, vocab): generation needs only the last
         position, and the 262k-wide unembedding of every prompt token would dominate prefill.
+        `select`, a (batch, seq) bool mask, returns (n_selected, vocab), the rows in row-major
+        order: training scores only some positions (minigemma.train.loss), and the unembedding of
+        the others would dominate its memory and time. Not with a cache or last_only.
         """
         batch, seq = input_ids.shape
+        if select is not None and (cache is not None or last_only or select.shape != input_ids.shape
+                                   or select.dtype != torch.bool):
+            raise ArgumentError(f"select must be a bool mask of the ids' shape {tuple(input_ids.shape)}, without a "
+                                "cache or last_only (it is for training on whole sequences)")
         start = cache.length if cache is not None else 0
         if start + seq > self.config.max_position_embeddings:
             raise ValueError(
@@ -57,6 +65,8 @@ class Gemma(nn.Module):
         if cache is not None:
             cache.check_room(start + seq)  # else index_copy_ past the end fails with an opaque index error
         positions = torch.arange(start, start + seq, device=input_ids.device)
+        if select is not None:  # training: eager, no cache, so the compiled step's call stays as it was
+            return self.forward_at(input_ids, positions, None, False, select)
         step = self.forward_at
         if self.compiled_step is not None and seq == 1 and cache is not None and not self.hooked():
             step = self.compiled_step  # minigemma.compile: the same function, recorded once
@@ -66,7 +76,7 @@ class Gemma(nn.Module):
         return logits
 
     def forward_at(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache | None,
-                   last_only: bool) -> torch.Tensor:
+                   last_only: bool, select: torch.Tensor | None = None) -> torch.Tensor:
         """The forward pass at `positions` (seq,), a tensor: nothing here depends on a Python
         number that changes from step to step, so one decoding step can be compiled for all."""
         x = self.embed(input_ids)  # (batch, seq, hidden)
@@ -87,8 +97,10 @@ class Gemma(nn.Module):
             x = block(x, positions, cache, rope[attn.rope_theta], masks[slots, attn.window])
         if last_only:
             x = x[:, -1:]
+        elif select is not None:
+            x = x[select]  # (n_selected, hidden): the norm and unembedding act on each row alone
         x = self.ln_final(x)
-        return self.unembed(x, self.embed)  # (batch, seq, vocab)
+        return self.unembed(x, self.embed)  # (batch, seq, vocab), or (n_selected, vocab)
 
     def hooked(self) -> bool:
         """Is any forward hook registered on the model (a HookPoint or any other module)?

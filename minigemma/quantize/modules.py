@@ -231,11 +231,15 @@ class OneDNNUnembedding(nn.Module):
     """The float32 output projection through oneDNN on CPU, which uses every core (kernels.onednn_linear).
 
     F.linear elsewhere: other dtypes and devices, and matrices under 4096 rows, where MKL's
-    one-core product is not the bottleneck it is for the 262k-row one.
+    one-core product is not the bottleneck it is for the 262k-row one. F.linear also when a
+    gradient is wanted (training, minigemma.train): the oneDNN op has no autograd formula, and
+    backward through it gives no gradient at all, with only a warning.
     """
 
     def forward(self, x: torch.Tensor, embed: nn.Module) -> torch.Tensor:
         w = embed.weight  # (vocab, hidden)
-        if x.dtype == w.dtype == torch.float32 and w.shape[0] >= 4096 and kernel_works("onednn", x.device):
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+        if (x.dtype == w.dtype == torch.float32 and w.shape[0] >= 4096 and not wants_grad
+                and kernel_works("onednn", x.device)):
             return onednn_linear(x, w)  # (batch, seq, vocab)
         return F.linear(x, w)
