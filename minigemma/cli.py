@@ -1,4 +1,4 @@
-"""`minigemma generate | chat | info | cache` in a terminal (also `python -m minigemma`)."""
+"""`minigemma generate | chat | tune | info | cache` in a terminal (also `python -m minigemma`)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,30 @@ def _add_speed_args(p: argparse.ArgumentParser) -> None:
                    help="compile the decoding step with torch.compile first (a minute or two; faster afterwards)")
 
 
+def _add_adapter_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--adapter", default=default,
+                   help="a LoRA adapter directory in peft's format; 'chat': the 270M's chat adapter that "
+                        "`minigemma tune` makes; 'none': the model alone" + (" (default: chat, if it was made)"
+                                                                          if default else ""))
+
+
+def _adapter(args) -> tuple[str | None, str]:
+    """The adapter to load and a note to print once loading worked: --adapter as given, or for chat
+    with the embedded base model, the chat adapter if `minigemma tune` made it (else how to make it)."""
+    from .loading.adapter import CHAT, chat_adapter_dir
+
+    adapter = getattr(args, "adapter", None)
+    if adapter != "auto":
+        return (None if adapter in (None, "none") else adapter), ""
+    if args.model != "gemma3-270m":
+        return None, ""
+    if (chat_adapter_dir() / "adapter_config.json").is_file():
+        return CHAT, (f"minigemma: note: gemma3-270m with its chat adapter from {chat_adapter_dir()} "
+                      "(made by `minigemma tune`; --adapter none for the base model)")
+    return None, ("minigemma: note: gemma3-270m is a base model: it continues text rather than answering. "
+                  "`minigemma tune` instruction-tunes it once (a few minutes on a CPU) and chat then uses it")
+
+
 def _sampling(args) -> dict:
     """The sampling flags as keyword arguments, checked now: a bad value fails before the model loads."""
     from .decoding.generate import check_generation
@@ -59,8 +83,11 @@ def _load(args):
     import minigemma
 
     dtype = DTYPES[args.dtype] if args.dtype else None
+    adapter, note = _adapter(args)
     model, tok = minigemma.load(args.model, device=args.device, dtype=dtype, tokenizer=args.tokenizer,
-                                quantize=getattr(args, "quantize", None))
+                                quantize=getattr(args, "quantize", None), adapter=adapter)
+    if note:
+        print(note, file=sys.stderr)
     if getattr(args, "compile", False):
         minigemma.compile(model)
     return model, tok
@@ -141,6 +168,15 @@ def cmd_chat(args) -> None:
                   file=sys.stderr)
 
 
+def cmd_tune(args) -> None:
+    from .train.chat_tuning import cached_chat_adapter, make_chat_adapter
+
+    made = cached_chat_adapter()
+    where = make_chat_adapter(progress=True)
+    print(f"the chat adapter is {'already made' if made else 'saved'}: {where} (delete it to train again); "
+          "`minigemma chat` uses it")
+
+
 def cmd_info(args) -> None:
     model, tok = _load(args)
     c = model.config
@@ -200,15 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate", help="continue a prompt, streaming tokens")
     g.add_argument("prompt")
     _add_model_args(g)
+    _add_adapter_arg(g, None)
     _add_speed_args(g)
     _add_sampling_args(g, 64)
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("chat", help="talk to an instruction-tuned model in Gemma's chat format")
     c.add_argument("--system", default=None, help="folded into the first user turn (Gemma has no system role)")
     _add_model_args(c)
+    _add_adapter_arg(c, "auto")
     _add_speed_args(c)
     _add_sampling_args(c, 256)
     c.set_defaults(func=cmd_chat)
+    t = sub.add_parser("tune", help="instruction-tune the embedded gemma3-270m with LoRA, once (minutes on a CPU), "
+                                    "so that chat answers")
+    t.set_defaults(func=cmd_tune)
     i = sub.add_parser("info", help="describe a model")
     _add_model_args(i)
     i.set_defaults(func=cmd_info)

@@ -93,7 +93,8 @@ def load(
       With None, a float32 model on a CPU gets the oneDNN output projection (it uses every core).
     adapter: a LoRA adapter directory in peft's format (minigemma.save_adapter or peft's
       save_pretrained), attached unmerged (minigemma.model.lora); with quantize= it is merged into
-      the float weights first, so the tuned model runs quantized.
+      the float weights first, so the tuned model runs quantized. "chat": the 270M's chat adapter
+      made once by `minigemma tune` (or notebook 15), from the cache.
 
     The config found is named after the preset it matches (`model.config.name`, e.g. "gemma-2b").
     Bad input raises one error of minigemma.errors (all ValueErrors) naming the file and what is

@@ -21,9 +21,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ModelNotFoundError
 from ..model.config import field_error
 from ..model.lora import BLOCK_LINEARS, add_lora, lora_layers, resolve_targets
+from .cache import cache_root
 from .names import hf_adapter_names
 
 CONFIG, WEIGHTS, PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -82,9 +83,27 @@ def save_adapter(model: torch.nn.Module, path: str | Path, base_model_name_or_pa
     return path
 
 
+CHAT = "chat"  # load(adapter="chat"): the 270M's chat adapter that `minigemma tune` made
+
+
+def chat_adapter_dir() -> Path:
+    """Where `minigemma tune` (minigemma.train.chat_tuning) keeps the 270M's chat adapter."""
+    return cache_root() / "adapters" / "gemma3-270m-chat"
+
+
+def adapter_path(path: str | Path) -> Path:
+    """`path` as a directory; "chat" names the cached chat adapter, which must have been made."""
+    if str(path) != CHAT:
+        return Path(path)
+    if not (chat_adapter_dir() / WEIGHTS).is_file():
+        raise ModelNotFoundError(f"no chat adapter in {chat_adapter_dir()} yet: make it once with `minigemma tune` "
+                                 "(a few minutes on a CPU) or by running notebooks/15_instruction_tuning.ipynb")
+    return chat_adapter_dir()
+
+
 def read_adapter_config(path: str | Path) -> dict:
     """adapter_config.json of the adapter directory `path`, checked to be a LoRA minigemma can run."""
-    path = Path(path)
+    path = adapter_path(path)
     if not (path / WEIGHTS).is_file():
         if (path / PICKLE).is_file():
             raise CheckpointError(
@@ -118,8 +137,9 @@ def read_adapter_config(path: str | Path) -> dict:
 
 
 def load_adapter(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Attach (unmerged) the LoRA adapter in directory `path`, made by save_adapter or by peft; in place."""
-    path = Path(path)
+    """Attach (unmerged) the LoRA adapter in directory `path`, made by save_adapter or by peft; in place.
+    "chat" is the 270M's chat adapter that `minigemma tune` made."""
+    path = adapter_path(path)
     config = read_adapter_config(path)
     file, r = str(path / WEIGHTS), config["r"]
     with safe_open(path / WEIGHTS, framework="pt") as f:

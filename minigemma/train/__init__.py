@@ -13,7 +13,8 @@ from .data import batches, pad, read_jsonl, sft_example, sft_examples, text_batc
 from .dpo import dpo_batches, dpo_loss, dpo_loss_fn, preference_margin, preference_pairs
 from .loop import History, lr_at, train
 from .loss import IGNORE, lm_loss, sequence_logprob
+from .chat_tuning import Recipe, answers, make_chat_adapter, merged, tune_chat
 
 __all__ = ["IGNORE", "History", "batches", "dpo_batches", "dpo_loss", "dpo_loss_fn", "lm_loss", "lr_at", "pad",
            "preference_margin", "preference_pairs", "read_jsonl", "sequence_logprob", "sft_example",
-           "sft_examples", "text_batches", "train"]
+           "sft_examples", "text_batches", "train", "Recipe", "answers", "make_chat_adapter", "merged", "tune_chat"]
