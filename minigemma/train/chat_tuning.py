@@ -2,7 +2,7 @@
 
 The 270M is a base model: it continues text and never ends a turn. Gemma's own instruction-tuned
 models come from supervised fine-tuning on dialogues in the chat template, then RLHF (Gemma report,
-section 4). Here the first step is reproduced at laptop scale: LoRA adapters (model/lora.py) on
+"Instruction Tuning"). Here the first step is reproduced at laptop scale: LoRA adapters (model/lora.py) on
 every linear layer, trained on the project's 200 instruction examples (assets/instructions.jsonl)
 with the loss on the model's turns only. The numbers below were chosen by trying them on a 2-core
 CPU: rank 16 on all linear layers at lr 2e-3 learns to answer and stop in 40 steps of 8 examples;

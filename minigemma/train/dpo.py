@@ -1,7 +1,7 @@
 """Direct Preference Optimization (Rafailov et al. 2023): learn from pairs of answers, one preferred.
 
 After supervised fine-tuning, Gemma was tuned on human preferences with RLHF (Gemma report,
-section 4): a reward model is trained on pairs (prompt, chosen, rejected) under the Bradley-Terry
+"Instruction Tuning"): a reward model is trained on pairs (prompt, chosen, rejected) under the Bradley-Terry
 model, p(chosen > rejected) = sigmoid(r(chosen) - r(rejected)), then the policy samples answers
 and is updated by reinforcement learning (a REINFORCE variant) to raise their reward, with a KL
 penalty that keeps it near the SFT model. That is two models, sampling inside the loop, and RL's
@@ -16,7 +16,7 @@ Bradley-Terry likelihood, the preference pairs train the policy directly (eq. 7)
 
 a classification loss on log-probability ratios. Unlike RLHF it learns only from the fixed pairs
 (offline), never from answers the policy writes itself; it is the simplest honest stand-in for
-section 4 at notebook scale. The reference is the model DPO starts from (the SFT model); its
+that stage at notebook scale. The reference is the model DPO starts from (the SFT model); its
 log-probabilities never change, so `dpo_batches` computes them once.
 """
 

@@ -1,7 +1,7 @@
 """The training loop: AdamW, warmup and cosine decay, gradient clipping and accumulation.
 
-The recipe is the standard one for transformers (and the Gemma report's, section 3, at a vastly
-smaller scale): AdamW (Loshchilov and Hutter 2019), a learning rate that rises linearly for
+The recipe is the standard one for transformers (the Gemma report publishes no optimizer or
+schedule): AdamW (Loshchilov and Hutter 2019), a learning rate that rises linearly for
 `warmup` steps (Adam's early moment estimates are noisy, and a full-size first step can wreck a
 pretrained model) and then follows a half cosine down to zero, and the gradient's norm clipped to
 `grad_clip` so that one odd batch cannot throw the weights far.

@@ -1,6 +1,6 @@
 """The causal language-modelling loss: every scored token, predicted from the tokens before it.
 
-A decoder is trained by next-token prediction (Gemma report, section 3, "Pre-training"): the
+A decoder is trained by next-token prediction (Gemma report, "Pretraining"): the
 logits at position t are a distribution over token t+1, and the loss is the mean negative
 log-probability of the tokens that are actually there. `labels` has the ids' shape and holds,
 at each position, the token to score there, or IGNORE (-100, PyTorch's `ignore_index`) for a
