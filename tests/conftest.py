@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # lets tests import reference.py
 
@@ -64,3 +65,13 @@ def hf_270m(embedded_gguf):
     return AutoModelForCausalLM.from_pretrained(
         str(embedded_gguf.parent), gguf_file=embedded_gguf.name, dtype=torch.float32).eval()
 
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train several times faster on one thread than on two cores that others share
+    (a module's tests opt in with pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

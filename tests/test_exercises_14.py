@@ -22,13 +22,7 @@ CONFIG = minigemma.get_config("tiny-pretrain").replace(
     max_position_embeddings=64, sliding_window=8, sliding_window_pattern=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train several times faster on one thread than on two cores that others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def stream(n: int = 4000, seed: int = 0) -> torch.Tensor:

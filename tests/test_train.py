@@ -20,13 +20,7 @@ from reference import random_model
 ARCHS = ["tiny-gemma3", "tiny-gemma"]  # Gemma 3 and Gemma 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train several times faster on one thread than on two cores that others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _ids(batch=2, seq=12, seed=0):
