@@ -3,12 +3,17 @@ local layers), the compiled decoding step, quantized modules, hooks. No timing h
 (benchmarks/speed.py measures speed)."""
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import minigemma
 from minigemma.model.attention import KVCache
+from minigemma.decoding.compile import kernel_cache_dir
 from minigemma.decoding.generate import generate_ids
 from minigemma.explore.inspection import ablate_head, hooks, run_with_cache
 from minigemma.quantize import quantize
@@ -143,6 +148,7 @@ def test_compiled_step_gives_the_same_tokens_and_compiles_once():
     model = quantize(random_model("tiny-gemma3"), bits=8)
     eager = copy.deepcopy(model)
     minigemma.compile(model, verbose=False)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(kernel_cache_dir()) and any(kernel_cache_dir().iterdir())
     prompt = [2, 40, 41, 300, 7]
     assert list(generate_ids(model, prompt, 12)) == list(generate_ids(eager, prompt, 12))
     torch.compiler.set_stance("fail_on_recompile")
@@ -153,6 +159,28 @@ def test_compiled_step_gives_the_same_tokens_and_compiles_once():
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(decode_in_chunks(model, ids, [6] + [1] * 6), decode_in_chunks(eager, ids, [6] + [1] * 6),
                                atol=1e-3, rtol=1e-3)
+
+
+def test_compiled_kernels_are_kept_per_torch_version_and_cpu_code_path(monkeypatch, tmp_path):
+    """Inductor's default kernel folder is keyed without the CPU code path (torch 2.13): kernels
+    written for AVX-512 were reused under ATEN_CPU_CAPABILITY=avx2 and the compiled 270M stopped
+    after one token. So compile keeps them in minigemma's cache, a folder per torch version and
+    code path, and leaves a folder the user chose alone."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("MINIGEMMA_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    here = kernel_cache_dir()
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    assert here == tmp_path / "inductor" / f"torch-{torch.__version__}-{capability}"
+    # The code path is fixed when torch starts, so another one needs another process.
+    other = subprocess.run([sys.executable, "-c", "from minigemma.decoding.compile import kernel_cache_dir as k; print(k())"],
+                           env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}, capture_output=True, text=True, check=True)
+    assert Path(other.stdout.strip()) == here.parent / f"torch-{torch.__version__}-default" != here
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # torch writes its default there once it has run
+    assert kernel_cache_dir() == here
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert kernel_cache_dir() == tmp_path / "mine"
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int8-dynamic", "int4"])
