@@ -208,6 +208,8 @@ def cmd_cache(args) -> None:
     if args.action == "clear":
         count, freed = cache.clear()
         print(f"removed {count} cache entr{'y' if count == 1 else 'ies'} from {root}, freeing {_size(freed)}")
+        for folder, _ in cache.other_folders(root):  # only the adapters are left
+            print(f"kept the adapters you trained, in {folder} ({_size(cache.entry_size(folder))}; delete by hand)")
     elif args.action == "verify":
         results = cache.verify()
         for entry, problem in results:
@@ -221,6 +223,8 @@ def cmd_cache(args) -> None:
         for entry in found:
             print(f"  {entry.name}  {_size(cache.entry_size(entry))}  {cache.entry_source(entry)}")
         print(f"total    {len(found)} entries, {_size(sum(map(cache.entry_size, found)))}")
+        for folder, what in cache.other_folders(root):
+            print(f"  {folder.name}/  {_size(cache.entry_size(folder))}  {what}")
 
 
 class _Parser(argparse.ArgumentParser):

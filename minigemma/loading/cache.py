@@ -335,6 +335,21 @@ def entries(root: Path | None = None) -> list[Path]:
         p.name.startswith(".tmp-") or (p / MANIFEST).is_file() or (p / "source.txt").is_file())]
 
 
+# Two folders in the cache are not entries (no manifest, nothing checksummed), but `minigemma cache`
+# lists them: torch.compile's kernels (decoding/compile.py), which `clear` removes as it would any
+# cache, and the adapters `minigemma tune` trained, which it keeps (minutes of training, not a copy).
+KERNELS = "inductor"
+ADAPTERS = "adapters"
+
+
+def other_folders(root: Path | None = None) -> list[tuple[Path, str]]:
+    """The kernel and adapter folders that exist, each with what it holds, for `minigemma cache`."""
+    root = root or cache_root()
+    what = {KERNELS: "torch.compile's kernels, a folder per torch version and CPU code path (clear removes them)",
+            ADAPTERS: "adapters you trained (clear keeps them; delete by hand)"}
+    return [(root / name, text) for name, text in what.items() if (root / name).is_dir()]
+
+
 def entry_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
@@ -360,9 +375,11 @@ def verify() -> list[tuple[Path, str | None]]:
 
 
 def clear() -> tuple[int, int]:
-    """Remove every entry (a conversion still running keeps its .tmp-* directory): (entries, bytes freed)."""
+    """Remove every entry and the compiled kernels (a conversion still running keeps its .tmp-*
+    directory; trained adapters stay): (entries, bytes freed)."""
     root = usable_root()
     doomed = [p for p in entries(root) if not p.name.startswith(".tmp-") or is_leftover(p)]
+    doomed += [root / KERNELS] if (root / KERNELS).is_dir() else []
     freed = sum(map(entry_size, doomed))
     for entry in doomed:
         remove(entry)
