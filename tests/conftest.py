@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -58,13 +61,38 @@ def embedded_gguf():
 
 @pytest.fixture(scope="session")
 def hf_270m(embedded_gguf):
-    """transformers' own reading of the same GGUF (its GGUF loader, its dequantization), fp32."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """transformers' own reading of the same GGUF (its GGUF loader, its dequantization), fp32.
 
-    return AutoModelForCausalLM.from_pretrained(
+    That reading takes ~45 s, and `make test` needs it twice (the second CPU code path), so the
+    model it read is kept in the temp folder (safetensors: the same float32 numbers) and read back
+    by the next session; a copy that fails to load is read again from the GGUF.
+    """
+    import transformers
+    from safetensors.torch import load_model, save_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    stat = embedded_gguf.stat()
+    kept = (Path(tempfile.gettempdir()) / f"minigemma-tests-{os.getuid() if hasattr(os, 'getuid') else 0}"
+            / f"hf-{embedded_gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-transformers-{transformers.__version__}")
+    if kept.is_dir():
+        try:
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(kept), dtype=torch.float32)
+            load_model(model, kept / "model.safetensors")  # strict: every tensor, shapes checked
+            return model.eval()
+        except (OSError, ValueError, RuntimeError):
+            shutil.rmtree(kept, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(
         str(embedded_gguf.parent), gguf_file=embedded_gguf.name, dtype=torch.float32).eval()
-
+    # (save_pretrained refuses a model read from a GGUF: the config and the tensors, then.)
+    partial = kept.with_name(f".tmp-{kept.name}-{os.getpid()}")
+    try:
+        partial.mkdir(parents=True)
+        model.config.save_pretrained(partial)
+        save_model(model, partial / "model.safetensors")
+        partial.rename(kept)  # whole or not at all; another session may have won the race
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    return model
 
 
 @pytest.fixture(scope="module")
