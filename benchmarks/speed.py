@@ -51,6 +51,8 @@ VARIANTS = {
     "int8": ("minigemma", "fp32", "int8", "eager"),
     "int8-dynamic": ("minigemma", "fp32", "int8-dynamic", "eager"),
     "int4": ("minigemma", "fp32", "int4", "eager"),
+    "int8-blocks": ("minigemma", "fp32", "int8-blocks", "eager"),  # our C++ block kernel (quantize/native.py)
+    "int4-blocks": ("minigemma", "fp32", "int4-blocks", "eager"),
     "fp32-compiled": ("minigemma", "fp32", None, "compiled"),
     "bf16-compiled": ("minigemma", "bf16", None, "compiled"),
     "int8-compiled": ("minigemma", "fp32", "int8", "compiled"),
@@ -61,7 +63,7 @@ VARIANTS = {
     # The embedded GGUF itself, run by llama.cpp (C++, hand-written SIMD kernels for its formats).
     "llamacpp": ("llama.cpp", "Q4_K_M GGUF", None, "llama-cpp-python"),
 }
-DEFAULT_CPU = ["fp32", "bf16", "int8", "int8-dynamic", "int4", "fp32-compiled", "int8-compiled",
+DEFAULT_CPU = ["fp32", "bf16", "int8", "int8-dynamic", "int4", "int8-blocks", "int4-blocks", "fp32-compiled", "int8-compiled",
                "int8-dynamic-compiled", "int4-compiled", "hf-fp32", "hf-bf16", "llamacpp"]
 
 

@@ -368,13 +368,14 @@ def cli(*args: str) -> int:
 def test_cache_info_verify_clear(tiny_gguf, root, capsys):
     entry = cache.converted_gguf_dir(tiny_gguf, progress=False)
     (root / "notes.txt").write_text("not minigemma's: left alone")
-    for folder in ("inductor/torch-2.13.0+cpu-avx2", "adapters/gemma3-270m-chat"):  # compiled kernels, a trained adapter
+    for folder in ("inductor/torch-2.13.0+cpu-avx2", "kernels/torch-2.13.0-0123456789ab", "adapters/gemma3-270m-chat"):
         (root / folder).mkdir(parents=True)
         (root / folder / "x.bin").write_bytes(b"x" * 1000)
     assert cli() == 0
     out = capsys.readouterr().out
     assert str(root) in out and "set by MINIGEMMA_CACHE" in out and entry.name in out and str(tiny_gguf) in out
     assert "inductor/  0.0 MB  torch.compile's kernels" in out and "adapters/  0.0 MB  adapters you trained" in out
+    assert "kernels/  0.0 MB  minigemma's compiled block kernel" in out
 
     assert cli("verify") == 0 and "ok" in capsys.readouterr().out
     # Two 8-byte words swapped: the quick checksum of a load cannot see it, verify's sha256 does.
@@ -389,10 +390,10 @@ def test_cache_info_verify_clear(tiny_gguf, root, capsys):
     assert "damaged model.safetensors" in out and "removed" in out and not entry.exists()
 
     cache.converted_gguf_dir(tiny_gguf, progress=False)
-    size = cache.entry_size(entry) + 1000
+    size = cache.entry_size(entry) + 2000
     assert cli("clear") == 0
     out = capsys.readouterr().out
-    assert f"removed 2 cache entries from {root}, freeing {size / 1e6:.1f} MB" in out
+    assert f"removed 3 cache entries from {root}, freeing {size / 1e6:.1f} MB" in out
     assert f"kept the adapters you trained, in {root / 'adapters'}" in out
     assert sorted(p.name for p in root.iterdir()) == ["adapters", "notes.txt"]
 

@@ -183,7 +183,7 @@ def test_compiled_kernels_are_kept_per_torch_version_and_cpu_code_path(monkeypat
     assert kernel_cache_dir() == tmp_path / "mine"
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int8-dynamic", "int4"])
+@pytest.mark.parametrize("scheme", ["int8", "int8-dynamic", "int4", "int8-blocks"])
 def test_the_decoding_step_compiles_in_one_piece(scheme):
     """torch.compile records the quantized layers inside one graph: a graph break per int8 layer
     (kernels.aligned's pointer check, once traced as Python) split the step into pieces that were

@@ -85,7 +85,8 @@ def load(
       checkpoint (Hugging Face and .ckpt only); shapes are still checked against the file.
     keep_int8: for int8 "quant" .ckpt files, keep the linear layers' weights int8 on the device
       (Int8Linear, per-row scales); otherwise they are dequantized to `dtype`.
-    quantize: None (float weights), "int8", "int8-dynamic" or "int4": the model's linear layers
+    quantize: None (float weights), "int8", "int8-dynamic", "int4", "int8-blocks" or "int4-blocks"
+      (minigemma's own block kernel, llama.cpp's Q8_0 / Q4_0 arithmetic): the model's linear layers
       and its tied embedding are replaced in place by quantized modules (minigemma.quantize);
       the model is the same class, and hooks and explorers work as before. "int8-dynamic" also
       rounds the output projection's input to 8 bits (the fastest int8 on a CPU: +1.1% perplexity

@@ -335,10 +335,12 @@ def entries(root: Path | None = None) -> list[Path]:
         p.name.startswith(".tmp-") or (p / MANIFEST).is_file() or (p / "source.txt").is_file())]
 
 
-# Two folders in the cache are not entries (no manifest, nothing checksummed), but `minigemma cache`
-# lists them: torch.compile's kernels (decoding/compile.py), which `clear` removes as it would any
-# cache, and the adapters `minigemma tune` trained, which it keeps (minutes of training, not a copy).
+# Three folders in the cache are not entries (no manifest, nothing checksummed), but `minigemma cache`
+# lists them: torch.compile's kernels (decoding/compile.py) and minigemma's own compiled block kernel
+# (quantize/native.py), which `clear` removes as it would any cache (both are rebuilt on first use),
+# and the adapters `minigemma tune` trained, which it keeps (minutes of training, not a copy).
 KERNELS = "inductor"
+NATIVE = "kernels"
 ADAPTERS = "adapters"
 
 
@@ -346,6 +348,7 @@ def other_folders(root: Path | None = None) -> list[tuple[Path, str]]:
     """The kernel and adapter folders that exist, each with what it holds, for `minigemma cache`."""
     root = root or cache_root()
     what = {KERNELS: "torch.compile's kernels, a folder per torch version and CPU code path (clear removes them)",
+            NATIVE: "minigemma's compiled block kernel (clear removes it; rebuilt on first use)",
             ADAPTERS: "adapters you trained (clear keeps them; delete by hand)"}
     return [(root / name, text) for name, text in what.items() if (root / name).is_dir()]
 
@@ -379,7 +382,7 @@ def clear() -> tuple[int, int]:
     directory; trained adapters stay): (entries, bytes freed)."""
     root = usable_root()
     doomed = [p for p in entries(root) if not p.name.startswith(".tmp-") or is_leftover(p)]
-    doomed += [root / KERNELS] if (root / KERNELS).is_dir() else []
+    doomed += [root / name for name in (KERNELS, NATIVE) if (root / name).is_dir()]
     freed = sum(map(entry_size, doomed))
     for entry in doomed:
         remove(entry)

@@ -29,9 +29,16 @@ dtype it is fastest with (bf16 on a CPU); elsewhere we dequantize one layer's we
 F.linear. Each kernel is checked against the dequantized reference before it is trusted. The
 output projection has two more: fbgemm's int8 x int8 product (DynamicInt8Unembedding, the fastest
 int8 on a CPU) and, for float32 weights, oneDNN's matmul on every core (OneDNNUnembedding).
-`apply_scheme(model, name)` names the four choices the loader offers.
 
-  arithmetic.py  float <-> small integers          kernels.py  the fast kernels and their self-checks
+A third format is llama.cpp's: blocks of 32 weights with a float16 scale each, and the activations
+rounded the same way at run time, so each block's dot product is an exact integer sum
+(`quantize(model, bits, blocks=True)`, BlockLinear; blocks.py has the arithmetic, and
+csrc/block_matmul.cpp a short commented C++ kernel for it, built on first use by native.py,
+checked against blocks.py, and skipped with one warning where it cannot be built).
+`apply_scheme(model, name)` names the choices the loader offers (SCHEMES).
+
+  arithmetic.py  float <-> small integers          kernels.py  PyTorch's fast kernels, self-checked
+  blocks.py      the block format, its reference   native.py   our C++ block kernel: build, check
   modules.py     the layers swapped in              apply.py    quantize, apply_scheme, scheme
   files.py       save_quantized, load_quantized     quality.py  perplexity, agreement, bytes
 """
@@ -41,7 +48,7 @@ from .arithmetic import (INT4_GROUP_SIZES, check_int4_shape, dequantize_int4, de
                          quantize_int8, unpack_int4)
 from .files import load_quantized, save_quantized
 from .kernels import PROBES, aligned, kernel_input_dtype, kernel_works
-from .modules import (DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding, QuantizedEmbedding,
+from .modules import (BlockLinear, DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding, QuantizedEmbedding,
                       QuantizedLinear, QuantizedUnembedding)
 from .quality import TextScore, agreement, score_text, weight_bytes
 

@@ -10,21 +10,22 @@ from torch import nn
 from ..errors import ArgumentError
 from .arithmetic import check_group_size, check_int4_shape
 from .kernels import kernel_works
-from .modules import (DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding, QuantizedEmbedding,
-                      QuantizedLinear, QuantizedUnembedding)
+from .blocks import BLOCK
+from .modules import (BlockLinear, DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding,
+                      QuantizedEmbedding, QuantizedLinear, QuantizedUnembedding)
 
 log = logging.getLogger("minigemma")
 
 SAME = "same"  # default of layer_bits / embedding_bits: use `bits`
 UNEMBEDDINGS = {QuantizedUnembedding: "matmul", DynamicInt8Unembedding: "int8-dynamic"}
 # What `apply_scheme` (and so the loader) offers, each a call of `quantize` below.
-SCHEMES = (None, "int8", "int8-dynamic", "int4")
+SCHEMES = (None, "int8", "int8-dynamic", "int4", "int8-blocks", "int4-blocks")
 
 
 @torch.no_grad()
 def quantize(model: nn.Module, bits: int = 8, group_size: int = 64, *,
              layer_bits: int | None | str = SAME, embedding_bits: int | None | str = SAME,
-             unembedding: str = "matmul") -> nn.Module:
+             unembedding: str = "matmul", blocks: bool = False) -> nn.Module:
     """Replace, in place, the model's linear layers and its tied embedding by quantized ones.
 
     bits: 8 (int8, one scale per row) or 4 (int4 in groups of `group_size` inputs), for both
@@ -35,6 +36,11 @@ def quantize(model: nn.Module, bits: int = 8, group_size: int = 64, *,
     unembedding: how a quantized embedding serves as the output projection: "matmul" (the same
     int8/int4 kernel as the layers, QuantizedUnembedding) or "int8-dynamic" (int8 embedding only:
     fbgemm's int8 x int8 kernel, DynamicInt8Unembedding; where it is missing, "matmul", logged).
+    blocks: store weights in blocks of 32 with a scale each (BlockLinear: 8-bit "Q8_0" or 4-bit
+    "Q4_0") for minigemma's own kernel (native.py), which also rounds activations per block and
+    multiplies integers; group_size is then ignored. Not yet the default: in the whole 270M it is
+    still slower than PyTorch's int8 kernel (benchmarks/RESULTS.md). Where the kernel is missing
+    (no C++ compiler, not a CPU), these layers dequantize and call F.linear.
     Sets `model.quantization` (see `scheme`). Returns the model.
     """
     layer_bits = bits if layer_bits == SAME else layer_bits
@@ -60,6 +66,8 @@ def quantize(model: nn.Module, bits: int = 8, group_size: int = 64, *,
                             "embedding: pass embedding_bits=8, or unembedding='matmul'")
 
     def quantized(w: torch.Tensor, bits: int) -> QuantizedLinear:
+        if blocks and w.shape[1] % BLOCK == 0:
+            return BlockLinear.from_float(w, bits)
         return Int8Linear.from_float(w) if bits == 8 else Int4Linear.from_float(w, group_size)
 
     for name, module in linears:
@@ -94,7 +102,7 @@ def fuse(model: nn.Module) -> nn.Module:
         for fused, parts in FUSED.items():
             layers = [getattr(parent, p, None) for p in parts]
             if getattr(parent, fused, "absent") is None and all(isinstance(l, QuantizedLinear) for l in layers) \
-                    and len({(type(l), getattr(l, "group_size", None)) for l in layers}) == 1:
+                    and len({(type(l), l.bits, getattr(l, "group_size", None)) for l in layers}) == 1:
                 setattr(parent, fused, type(layers[0]).cat(layers))
                 for p in parts:
                     setattr(parent, p, None)
@@ -108,6 +116,8 @@ def scheme(model: nn.Module) -> dict:
     for name, module in model.named_modules():
         if isinstance(module, QuantizedLinear):
             layers[name] = {"bits": module.bits, "group_size": getattr(module, "group_size", None)}
+            if isinstance(module, BlockLinear):
+                layers[name]["blocks"] = BLOCK
     return {"format": "minigemma-quantized", "version": 1, "config": model.config.name, "layers": layers,
             "embedding": isinstance(getattr(model, "embed", None), QuantizedEmbedding),
             "unembedding": UNEMBEDDINGS.get(type(getattr(model, "unembed", None)))}
@@ -131,6 +141,8 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
     "int8-dynamic": int8, and the output projection by fbgemm's int8 x int8 kernel: the fastest
     int8 on a CPU, at +1.1% perplexity (benchmarks/RESULTS.md).
     "int4": quantize(model, 4, group_size), ~7x fewer bytes, +43% perplexity with groups of 64.
+    "int8-blocks" / "int4-blocks": quantize(model, 8 or 4, blocks=True), weights and activations in
+    blocks of 32 through minigemma's own kernel (llama.cpp's Q8_0 / Q4_0 arithmetic; blocks.py).
     A model already quantized (e.g. an int8 .ckpt loaded with keep_int8=True) keeps its layers;
     it may only be completed with the same number of bits.
     """
@@ -141,14 +153,18 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
                 and kernel_works("onednn", embed.weight.device)):
             model.unembed = OneDNNUnembedding()
         return model
-    bits = 4 if scheme == "int4" else 8
-    want = (bits, group_size if bits == 4 else None)
-    held = {(m.bits, getattr(m, "group_size", None)) for m in model.modules() if isinstance(m, QuantizedLinear)}
+    bits = 4 if scheme.startswith("int4") else 8
+    blocks = scheme.endswith("-blocks")
+    want = (bits, group_size if bits == 4 and not blocks else None, blocks)
+    held = {(m.bits, getattr(m, "group_size", None), isinstance(m, BlockLinear))
+            for m in model.modules() if isinstance(m, QuantizedLinear)}
     if held - {want}:
-        found = ", ".join(sorted(f"int{b}" + (f" in groups of {g}" if g else "") for b, g in held))
+        found = ", ".join(sorted(f"int{b}" + (f" in groups of {g}" if g else "") + (" blocks" if k else "")
+                                 for b, g, k in held))
         raise ArgumentError(f"this model is already quantized ({found}), so it cannot be made {scheme!r}: "
                             "start from float weights (load the model again without quantization)")
-    quantize(model, bits, group_size, unembedding="int8-dynamic" if scheme == "int8-dynamic" else "matmul")
+    quantize(model, bits, group_size, unembedding="int8-dynamic" if scheme == "int8-dynamic" else "matmul",
+             blocks=blocks)
     return fuse(model)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .apply import FUSED, scheme
-from .modules import (DynamicInt8Unembedding, Int4Linear, Int8Linear, QuantizedEmbedding, QuantizedLinear,
+from .modules import (BlockLinear, DynamicInt8Unembedding, Int4Linear, Int8Linear, QuantizedEmbedding, QuantizedLinear,
                       QuantizedUnembedding)
 
 
@@ -71,6 +71,8 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
 
 
 def _empty_quantized(layer: dict, in_features: int, out_features: int) -> QuantizedLinear:
+    if layer.get("blocks"):
+        return BlockLinear(in_features, out_features, layer["bits"], device="meta")
     if layer["bits"] == 8:
         return Int8Linear(in_features, out_features, device="meta")
     return Int4Linear(in_features, out_features, layer["group_size"], device="meta")

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arithmetic import check_int4_shape, dequantize_int4, dequantize_int8, quantize_int4, quantize_int8
+from .blocks import BLOCK, dequantize_blocks, quantize_blocks
+from .native import block_matmul, kernel_isa
 from .kernels import (aligned, dynamic_int8_matmul, fallback_dtype, fbgemm_pack, int4_matmul, int4_pack,
                       int8_matmul, kernel_input_dtype, kernel_works, onednn_linear, use_kernel)
 
@@ -40,7 +42,7 @@ class QuantizedLinear(nn.Module):
     """
 
     bits: int
-    kernel: str  # its name in kernels.KERNELS
+    kernel: str  # its name in kernels.KERNELS ("blocks": native.py's)
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
@@ -64,7 +66,7 @@ class QuantizedLinear(nn.Module):
         first = layers[0]
         layer = cls.__new__(cls)
         QuantizedLinear.__init__(layer, first.in_features, sum(l.out_features for l in layers))
-        layer.__dict__.update({k: v for k, v in vars(first).items() if k in ("group_size",)})
+        layer.__dict__.update({k: v for k, v in vars(first).items() if k in ("group_size", "bits")})
         for name, _ in first.named_parameters(recurse=False):
             setattr(layer, name, _frozen(torch.cat([getattr(l, name) for l in layers])))
         return layer
@@ -162,6 +164,57 @@ class Int4Linear(QuantizedLinear):
                 f"int4 groups of {self.group_size}")
 
 
+class BlockLinear(QuantizedLinear):
+    """Weights in blocks of 32 with a float16 scale each (blocks.py: 8-bit "Q8_0" or 4-bit "Q4_0"),
+    multiplied by minigemma's own kernel (csrc/block_matmul.cpp through native.py).
+
+    The kernel also rounds the activations to 8 bits per block of 32, so every product inside a
+    block is an integer one: the arithmetic of llama.cpp's Q8_0 x Q8_0 dot product. Rounding per
+    block of 32, not per vector as fbgemm does, keeps Gemma's few large activation channels from
+    coarsening all the others (notebook 13, section 6). Up to MAX_ROWS input rows (decoding, short
+    batches) go through the kernel; longer inputs (prompts), and every input where the kernel is
+    unavailable (kernel_isa() is None: no compiler, not a CPU), through dequantize-then-F.linear.
+    """
+
+    kernel = "blocks"
+    MAX_ROWS = 16  # above this, BLAS's float matmul on the dequantized weight was faster (benchmarks/RESULTS.md)
+
+    def __init__(self, in_features: int, out_features: int, bits: int = 8,
+                 device: torch.device | str | None = None):
+        super().__init__(in_features, out_features)
+        self.bits = bits
+        shape = (out_features, in_features) if bits == 8 else (out_features, in_features // 2)
+        self.weight = _frozen(torch.zeros(shape, dtype=torch.int8 if bits == 8 else torch.uint8, device=device))
+        self.scale = _frozen(torch.zeros(out_features, in_features // BLOCK, dtype=torch.float16, device=device))
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor, bits: int = 8) -> "BlockLinear":
+        layer = cls(w.shape[1], w.shape[0], bits, device="meta")
+        layer.weight, layer.scale = map(_frozen, _by_rows(quantize_blocks, w, bits))
+        return layer
+
+    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize_blocks(self.weight, self.scale, self.bits, dtype)
+
+    def isa(self, device: torch.device) -> str | None:
+        """The kernel's code path for inputs on `device`, asked once (so a compiled step never asks)."""
+        if device not in self._kernel_cache:
+            self._kernel_cache[device] = kernel_isa() if device.type == "cpu" else None
+        return self._kernel_cache[device]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = x.reshape(-1, self.in_features)  # (rows, in)
+        isa = self.isa(x.device)
+        if isa is not None and x2d.shape[0] <= self.MAX_ROWS:
+            y = block_matmul(x2d, self.weight, self.scale, self.bits, isa)  # float32 (rows, out)
+        else:
+            y = F.linear(x2d.to(fallback_dtype(x)), self.dequantized(fallback_dtype(x)))
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)  # (..., out)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.bits}-bit blocks of {BLOCK}"
+
+
 class QuantizedEmbedding(nn.Module):
     """The tied embedding, quantized once, serving both of its roles.
 
@@ -178,7 +231,9 @@ class QuantizedEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         lin, flat = self.linear, ids.reshape(-1)
-        if isinstance(lin, Int8Linear):
+        if isinstance(lin, BlockLinear):
+            rows = dequantize_blocks(lin.weight[flat], lin.scale[flat], lin.bits, self.dtype)
+        elif isinstance(lin, Int8Linear):
             rows = dequantize_int8(lin.weight[flat], lin.scale[flat], self.dtype)
         else:
             rows = dequantize_int4(lin.weight[flat], lin.scale[flat], lin.zero[flat], self.dtype)
