@@ -177,7 +177,7 @@ class BlockLinear(QuantizedLinear):
     """
 
     kernel = "blocks"
-    MAX_ROWS = 16  # above this, BLAS's float matmul on the dequantized weight was faster (benchmarks/RESULTS.md)
+    MAX_ROWS = 16  # a first choice, not yet measured: above it, dequantize and let BLAS multiply (prompts)
 
     def __init__(self, in_features: int, out_features: int, bits: int = 8,
                  device: torch.device | str | None = None):
