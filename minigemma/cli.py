@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 
 import torch
 
@@ -234,6 +235,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command line shows it: one line, without the source line Python adds."""
+    print(f"minigemma: warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="minigemma", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     k.set_defaults(func=cmd_cache)
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            args.func(args)
         sys.stdout.flush()  # a closed pipe shows here at the latest, where it can still be caught
     except (MinigemmaError, ValueError, FileNotFoundError) as err:  # a user's mistake, not a bug
         _error(err)

@@ -74,6 +74,21 @@ def test_max_new_tokens_past_the_context_is_refused_before_the_echo(monkeypatch,
     one_error_line(err, "exceeds the model's context of 128 tokens; lower max_new_tokens to at most")
 
 
+def test_a_warning_is_one_line(monkeypatch, tiny_tokenizer, capsys):
+    """A warning while loading (e.g. the block kernel cannot be built) reaches a terminal as one
+    line, without the source line Python's default format adds."""
+    import warnings
+
+    def load(args):
+        warnings.warn("minigemma's block int8 kernel is unavailable: no compiler", RuntimeWarning)
+        return random_model("tiny-gemma"), tiny_tokenizer
+
+    monkeypatch.setattr("minigemma.cli._load", load)
+    assert main(["generate", "hello", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err == "minigemma: warning: minigemma's block int8 kernel is unavailable: no compiler\n"
+
+
 def test_a_tiny_temperature_generates_the_greedy_text(monkeypatch, tiny_tokenizer, capsys):
     monkeypatch.setattr("minigemma.cli._load", lambda args: (random_model("tiny-gemma"), tiny_tokenizer))
     assert main(["generate", "def load", "--max-new-tokens", "12"]) == 0

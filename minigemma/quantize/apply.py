@@ -11,6 +11,7 @@ from ..errors import ArgumentError
 from .arithmetic import check_group_size, check_int4_shape
 from .kernels import kernel_works
 from .blocks import BLOCK
+from .native import kernel_isa
 from .modules import (BlockLinear, DynamicInt8Unembedding, Int4Linear, Int8Linear, OneDNNUnembedding,
                       QuantizedEmbedding, QuantizedLinear, QuantizedUnembedding)
 
@@ -64,6 +65,9 @@ def quantize(model: nn.Module, bits: int = 8, group_size: int = 64, *,
     if dynamic and (embedding_bits if quantize_embedding else held) != 8:
         raise ArgumentError("unembedding='int8-dynamic' multiplies the int8 embedding rows, so it needs an int8 "
                             "embedding: pass embedding_bits=8, or unembedding='matmul'")
+
+    if blocks and next(model.parameters()).device.type == "cpu":
+        kernel_isa()  # built (once, ~20 s, said on stderr) or found missing now, while loading, not mid-generation
 
     def quantized(w: torch.Tensor, bits: int) -> QuantizedLinear:
         if blocks and w.shape[1] % BLOCK == 0:
