@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -39,17 +37,8 @@ from minigemma.quantize.arithmetic import quantize_int8  # noqa: E402
 from minigemma.quantize.blocks import quantize_blocks  # noqa: E402
 from minigemma.quantize.kernels import (dynamic_int8_matmul, fbgemm_pack, int8_matmul, kernel_input_dtype,  # noqa: E402
                                         kernel_works)
+from kernels import median_ms  # noqa: E402  (benchmarks/kernels.py: the same timing)
 from speed import read_bandwidth  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # first call: kernel choice, page faults, caches
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def model_shapes() -> dict[tuple[int, int], str]:

@@ -38,7 +38,7 @@ def test_ci_runs_the_readme_test_command():
 
 # The folders in the order the README's layout lists them: a module may import from its own folder
 # and the ones above it, never from one below (the model knows nothing of loading or decoding).
-LAYERS = ["errors", "model", "tokenizer", "quantize", "loading", "decoding", "train", "explore", "cli", "__main__", "__init__"]
+LAYERS = ["errors", "paths", "model", "tokenizer", "quantize", "loading", "decoding", "train", "explore", "cli", "__main__", "__init__"]
 
 
 def _layer(dotted: str) -> str:

@@ -33,6 +33,7 @@ from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 from ..errors import ArgumentError
 from ..loading.cache import usable_root
 from ..model.gemma import Gemma
+from ..paths import KERNELS
 
 
 def kernel_cache_dir() -> Path:
@@ -41,7 +42,7 @@ def kernel_cache_dir() -> Path:
     if path and os.path.abspath(path) != os.path.abspath(default_cache_dir()):
         return Path(path)  # the user's choice (torch also writes its default here once it has run)
     capability = torch.backends.cpu.get_cpu_capability().lower()  # honours ATEN_CPU_CAPABILITY
-    return usable_root() / "inductor" / f"torch-{torch.__version__}-{capability}"
+    return usable_root() / KERNELS / f"torch-{torch.__version__}-{capability}"
 
 
 def compile(model: Gemma, *, cuda_graphs: bool | None = None, verbose: bool = True) -> Gemma:

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from ..errors import CheckpointError, ModelNotFoundError
 from ..model.config import field_error
 from ..model.lora import BLOCK_LINEARS, add_lora, lora_layers, resolve_targets
+from ..paths import ADAPTERS
 from .cache import cache_root
 from .names import hf_adapter_names
 
@@ -88,7 +89,7 @@ CHAT = "chat"  # load(adapter="chat"): the 270M's chat adapter that `minigemma t
 
 def chat_adapter_dir() -> Path:
     """Where `minigemma tune` (minigemma.train.chat_tuning) keeps the 270M's chat adapter."""
-    return cache_root() / "adapters" / "gemma3-270m-chat"
+    return cache_root() / ADAPTERS / "gemma3-270m-chat"
 
 
 def adapter_path(path: str | Path) -> Path:

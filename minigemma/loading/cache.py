@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..model.config import GemmaConfig
 from ..errors import CacheError, CheckpointError
+from ..paths import ADAPTERS, KERNELS, NATIVE, cache_root
 
 FORMAT_VERSION = 2  # bump when the cached layout or conversion changes: older entries get rebuilt
 MANIFEST = "manifest.json"
@@ -50,15 +51,6 @@ log = logging.getLogger("minigemma")
 
 
 # ---------------------------------------------------------------- where
-
-def cache_root() -> Path:
-    """MINIGEMMA_CACHE, else $XDG_CACHE_HOME/minigemma, else ~/.cache/minigemma."""
-    if os.environ.get("MINIGEMMA_CACHE"):
-        return Path(os.environ["MINIGEMMA_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "minigemma"
-    return Path.home() / ".cache" / "minigemma"
-
 
 def root_origin() -> str:
     """Which setting chose `cache_root()`, for messages."""
@@ -339,9 +331,6 @@ def entries(root: Path | None = None) -> list[Path]:
 # lists them: torch.compile's kernels (decoding/compile.py) and minigemma's own compiled block kernel
 # (quantize/native.py), which `clear` removes as it would any cache (both are rebuilt on first use),
 # and the adapters `minigemma tune` trained, which it keeps (minutes of training, not a copy).
-KERNELS = "inductor"
-NATIVE = "kernels"
-ADAPTERS = "adapters"
 
 
 def other_folders(root: Path | None = None) -> list[tuple[Path, str]]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ArgumentError
+from ..paths import NATIVE, cache_root
 from .blocks import block_matmul_reference, quantize_activation_blocks, quantize_blocks
 
 SOURCE = Path(__file__).parent / "csrc" / "block_matmul.cpp"
@@ -51,24 +52,10 @@ _FAKES_REGISTERED = False
 _ANNOUNCED = False  # the "building..." line, once per process
 
 
-def cache_root() -> Path:
-    """minigemma's cache directory: MINIGEMMA_CACHE, else $XDG_CACHE_HOME/minigemma, else ~/.cache/minigemma.
-
-    The rule of minigemma.loading.cache.cache_root, restated here because quantize sits below
-    loading and may not import it (tests/test_packaging.py); tests/test_block_kernel.py checks
-    that both name the same folder.
-    """
-    if os.environ.get("MINIGEMMA_CACHE"):
-        return Path(os.environ["MINIGEMMA_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "minigemma"
-    return Path.home() / ".cache" / "minigemma"
-
-
 def build_folder() -> Path:
     """Where the library for this source and this PyTorch is built and kept (raises OSError if the source is unreadable)."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    return cache_root() / "kernels" / f"torch-{torch.__version__}-{digest}"
+    return cache_root() / NATIVE / f"torch-{torch.__version__}-{digest}"
 
 
 def library_loaded() -> bool:
