@@ -4,7 +4,7 @@ The C++ file is compiled the first time it is needed, by PyTorch's own JIT exten
 (torch.utils.cpp_extension, which calls ninja and the system's C++ compiler), into minigemma's
 cache, one folder per PyTorch version and per version of the source:
 
-    <cache>/kernels/torch-<version>-<sha256 of the .cpp, 12 hex digits>/minigemma_blocks.so
+    <cache>/kernels/torch-<version>-<sha256 of the .cpp and its flags, 12 hex digits>/minigemma_blocks.so
 
 Later processes load that file directly (no compiler needed). Nothing here may break minigemma
 where no compiler exists: every failure (no compiler, no ninja, a compile error, a damaged .so,
@@ -40,6 +40,11 @@ SOURCE = Path(__file__).parent / "csrc" / "block_matmul.cpp"
 LIBRARY = "minigemma_blocks"  # the .so's name and its operators' namespace: torch.ops.minigemma_blocks
 ISAS = ("generic", "avx2", "avx512vnni")  # worst to best; the index is the operators' `isa` argument
 CFLAGS = ["-O3"]  # no -march=native: each x86 function in the .cpp names its own instructions
+# at::parallel_for, inlined from PyTorch's headers, is OpenMP code: without -fopenmp it runs on
+# one thread, silently (the kernel's first version did). On Linux, gcc's and clang's -fopenmp link
+# libgomp.so.1, the runtime PyTorch's wheel already loaded, so both share one thread pool.
+# Elsewhere (macOS's clang has no -fopenmp) the kernel runs on one thread.
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 BUILD_SECONDS = 20  # roughly what the one build takes on a 2-core CPU, for the message
 STALE_LOCK_S = 600  # a build lock this old was left by a killed process, not a running build
 # ATen's code path -> the best of our paths it allows ("AVX512", and non-x86 paths: no cap).
@@ -53,8 +58,9 @@ _ANNOUNCED = False  # the "building..." line, once per process
 
 
 def build_folder() -> Path:
-    """Where the library for this source and this PyTorch is built and kept (raises OSError if the source is unreadable)."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    """Where the library for this source, these flags and this PyTorch is built and kept (raises
+    OSError if the source is unreadable)."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + repr(CFLAGS + OPENMP).encode()).hexdigest()[:12]
     return cache_root() / NATIVE / f"torch-{torch.__version__}-{digest}"
 
 
@@ -220,7 +226,8 @@ def _build_and_load(folder: Path) -> None:
         # cpp_extension warns about compiler versions it does not recognise; what matters is
         # whether the build works, and a failure is reported in our one warning.
         warnings.simplefilter("ignore")
-        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(folder),
+        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=CFLAGS + OPENMP,
+                           extra_ldflags=OPENMP, build_directory=str(folder),
                            is_python_module=False, verbose=False)  # builds, then torch.ops.load_library
 
 

@@ -55,7 +55,7 @@ enum Isa : int64_t { GENERIC = 0, AVX2 = 1, AVX512VNNI = 2 };  // the op's `isa`
 struct Problem {
   const int8_t* qx;     // (M, K)   the input rows, rounded to int8
   const float* dx;      // (M, nb)  their block scales
-  const int32_t* xsum;  // (M, nb)  the sum of each input block's integers (4 bits only)
+  const float* xsum;    // (M, nb)  the sum of each input block's integers (exact in float)
   const uint8_t* qw;    // (N, row_bytes)  the weight's integers, one row per output
   const at::Half* dw;   // (N, nb)  its block scales
   float* y;             // (M, N)
@@ -184,11 +184,11 @@ TARGET_AVX2 inline __m256i load_weights(const uint8_t* row, int64_t b) {
 // 32 products w * x summed in groups of 4 into 8 int32 lanes, AVX2.
 // x86's byte multiply-add, maddubs, multiplies an UNSIGNED byte by a signed one (and adds pairs
 // into int16). For 8 bits, move w's sign onto x: |w| * (x * sign(w)) = w * x, where
-// sign_epi8(a, s) negates a where s < 0 and zeroes it where s == 0. The int16 pair sums cannot
-// saturate: |w|, |x| <= 127 (why the grid is -127..127, never -128) and 2 * 127 * 127 < 32767.
+// sign_epi8(a, s) negates a where s < 0 and zeroes it where s == 0. Why the grid is -127..127,
+// never -128: negating -128 does not fit a signed byte (it wraps to -128 again), so the trick
+// would be wrong for it. The int16 pair sums cannot saturate: 2 * 127 * 127 < 32767.
 // For 4 bits the stored q + 8 is unsigned already: multiply it as it is, which gives
-// sum (q + 8) x, and the tile subtracts 8 * sum(x) afterwards (a zero-point correction, one
-// precomputed sum per input block). That replaces a subtract and two sign operations per block.
+// sum (q + 8) x, 8 * sum(x) too much; the tile removes that surplus (OFFSET, in tile_simd).
 // A madd with ones then adds the int16 pairs into int32.
 template <int BITS>
 TARGET_AVX2 inline __m256i dot_avx2(__m256i w, __m256i x) {
@@ -199,13 +199,14 @@ TARGET_AVX2 inline __m256i dot_avx2(__m256i w, __m256i x) {
 
 // Same with VNNI: dpbusd (AVX512_VNNI, on 256-bit registers through AVX512VL) does the 32
 // unsigned x signed byte products and adds each group of 4 into an int32 lane in one instruction:
-// maddubs + madd become one, with no int16 step that could saturate. It is still unsigned x
-// signed, so 8 bits keep the sign trick.
+// maddubs + madd become one, with no int16 step that could saturate. So 8 bits need no sign
+// trick either: flipping the top bit of a signed byte adds 128 to it, which makes w + 128 an
+// unsigned byte, and the tile removes the surplus 128 * sum(x) as for 4 bits. One XOR instead of
+// two sign instructions.
 template <int BITS>
 TARGET_VNNI inline __m256i dot_vnni(__m256i w, __m256i x) {
-  const __m256i zero = _mm256_setzero_si256();
-  if (BITS == 4) return _mm256_dpbusd_epi32(zero, w, x);
-  return _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  const __m256i unsigned_w = BITS == 4 ? w : _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80)));
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned_w, x);
 }
 
 // 8 float lanes -> their sum.
@@ -217,64 +218,80 @@ TARGET_AVX2 inline float hsum(__m256 v) {
 }
 
 // The tile of tile_generic, vectorized. Each (output row, input row) pair keeps 8 float partial
-// sums; per block: the integer dot (8 int32 lanes) -> float, times the broadcast product of the
-// two scales, added by one FMA. The 8 lanes are summed once, at the end. For 4 bits, the
-// correction 8 * sum(x) is spread over the 8 lanes: sum(x) subtracted from each.
-template <int BITS, int TN, int TR>
-TARGET_AVX2 void tile_avx2(const Problem& p, int64_t n, int64_t m) {
+// sums; per block: the integer dot (8 int32 lanes) -> float, times the block's combined scale
+// dw * dx spread over the 8 lanes, added by one FMA. The 8 lanes are summed once, at the end.
+//
+// The combined scales are computed 4 blocks at a time (4 float16 weight scales converted by one
+// instruction, times 4 activation scales): per block that leaves one permute to spread its scale
+// over the lanes, where a scalar float16 conversion, a multiply and a broadcast per block made
+// the first version of this loop 25% slower. A row whose length is not a multiple of 4 blocks
+// (128 values; every Gemma's is) ends block by block.
+//
+// DOT is the path's integer dot product of a block (dot_avx2 or dot_vnni). Where it computes
+// sum((w + OFFSET) * x) instead of sum(w * x), the surplus OFFSET * xsum depends only on the
+// input block, so it is removed once per 4 blocks, in float: OFFSET * sum_b dw_b * dx_b * xsum_b.
+template <int BITS, int TN, int TR, int OFFSET, __m256i (*DOT)(__m256i, __m256i)>
+TARGET_AVX2 inline void tile_simd(const Problem& p, int64_t n, int64_t m) {
   __m256 acc[TN][TR];
   for (int i = 0; i < TN; ++i)
     for (int r = 0; r < TR; ++r) acc[i][r] = _mm256_setzero_ps();
   const uint16_t* dw = reinterpret_cast<const uint16_t*>(p.dw) + n * p.nb;  // float16 bits
-  for (int64_t b = 0; b < p.nb; ++b) {
-    __m256i x[TR], xsum[TR];
-    for (int r = 0; r < TR; ++r) {
-      x[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.qx + (m + r) * p.K + b * BLOCK));
-      if (BITS == 4) xsum[r] = _mm256_set1_epi32(p.xsum[(m + r) * p.nb + b]);
-    }
+  const int64_t whole = p.nb / 4 * 4;
+  for (int64_t b0 = 0; b0 < whole; b0 += 4) {
+    __m256 scale[TN][TR];  // dw * dx of blocks b0..b0+3, twice: s0 s1 s2 s3 s0 s1 s2 s3
     for (int i = 0; i < TN; ++i) {
-      const __m256i w = load_weights<BITS>(p.qw + (n + i) * p.row_bytes, b);
-      const float d = _cvtsh_ss(dw[i * p.nb + b]);  // F16C: float16 -> float32
+      const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw + i * p.nb + b0)));  // F16C
       for (int r = 0; r < TR; ++r) {
-        __m256i isum = dot_avx2<BITS>(w, x[r]);
-        if (BITS == 4) isum = _mm256_sub_epi32(isum, xsum[r]);
-        const __m256 scale = _mm256_set1_ps(d * p.dx[(m + r) * p.nb + b]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i][r]);
+        const __m128 s4 = _mm_mul_ps(d4, _mm_loadu_ps(p.dx + (m + r) * p.nb + b0));
+        scale[i][r] = _mm256_set_m128(s4, s4);
+        if (OFFSET) {  // into 4 of the 8 lanes: all 8 are summed in the end
+          const __m128 surplus = _mm_mul_ps(s4, _mm_loadu_ps(p.xsum + (m + r) * p.nb + b0));
+          acc[i][r] = _mm256_fnmadd_ps(_mm256_set1_ps(OFFSET), _mm256_zextps128_ps256(surplus), acc[i][r]);
+        }
+      }
+    }
+    for (int j = 0; j < 4; ++j) {  // unrolled by the compiler: the permute's lane index is a constant
+      const __m256i lane = _mm256_set1_epi32(j);
+      __m256i x[TR];
+      for (int r = 0; r < TR; ++r)
+        x[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.qx + (m + r) * p.K + (b0 + j) * BLOCK));
+      for (int i = 0; i < TN; ++i) {
+        const __m256i w = load_weights<BITS>(p.qw + (n + i) * p.row_bytes, b0 + j);
+        for (int r = 0; r < TR; ++r)
+          acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DOT(w, x[r])), _mm256_permutevar8x32_ps(scale[i][r], lane),
+                                      acc[i][r]);
       }
     }
   }
-  for (int i = 0; i < TN; ++i)
-    for (int r = 0; r < TR; ++r) p.y[(m + r) * p.N + n + i] = hsum(acc[i][r]);
-}
-
-// tile_avx2 line for line, but for dot_vnni. Written twice because a function's target attribute
-// cannot depend on a template parameter, and the AVX2 tile must not be compiled with AVX-512
-// allowed: the compiler would use AVX-512 instructions and registers anywhere in it.
-template <int BITS, int TN, int TR>
-TARGET_VNNI void tile_vnni(const Problem& p, int64_t n, int64_t m) {
-  __m256 acc[TN][TR];
-  for (int i = 0; i < TN; ++i)
-    for (int r = 0; r < TR; ++r) acc[i][r] = _mm256_setzero_ps();
-  const uint16_t* dw = reinterpret_cast<const uint16_t*>(p.dw) + n * p.nb;
-  for (int64_t b = 0; b < p.nb; ++b) {
-    __m256i x[TR], xsum[TR];
-    for (int r = 0; r < TR; ++r) {
-      x[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.qx + (m + r) * p.K + b * BLOCK));
-      if (BITS == 4) xsum[r] = _mm256_set1_epi32(p.xsum[(m + r) * p.nb + b]);
-    }
+  float surplus[TN][TR] = {};
+  for (int64_t b = whole; b < p.nb; ++b) {  // the last blocks of an odd-length row, one at a time
     for (int i = 0; i < TN; ++i) {
       const __m256i w = load_weights<BITS>(p.qw + (n + i) * p.row_bytes, b);
       const float d = _cvtsh_ss(dw[i * p.nb + b]);
       for (int r = 0; r < TR; ++r) {
-        __m256i isum = dot_vnni<BITS>(w, x[r]);
-        if (BITS == 4) isum = _mm256_sub_epi32(isum, xsum[r]);
-        const __m256 scale = _mm256_set1_ps(d * p.dx[(m + r) * p.nb + b]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i][r]);
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.qx + (m + r) * p.K + b * BLOCK));
+        const float s = d * p.dx[(m + r) * p.nb + b];
+        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DOT(w, x)), _mm256_set1_ps(s), acc[i][r]);
+        surplus[i][r] += OFFSET * s * p.xsum[(m + r) * p.nb + b];
       }
     }
   }
   for (int i = 0; i < TN; ++i)
-    for (int r = 0; r < TR; ++r) p.y[(m + r) * p.N + n + i] = hsum(acc[i][r]);
+    for (int r = 0; r < TR; ++r) p.y[(m + r) * p.N + n + i] = hsum(acc[i][r]) - surplus[i][r];
+}
+
+// The two SIMD paths: one body, each compiled for its own instructions. A function's target
+// attribute cannot depend on a template parameter, so each path has its own function, and
+// `flatten` inlines the body (and the dot inside it) into it: without it the compiler would call
+// dot_vnni once per block from the AVX2-only body (measured 2x slower).
+template <int BITS, int TN, int TR>
+TARGET_AVX2 __attribute__((flatten)) void tile_avx2(const Problem& p, int64_t n, int64_t m) {
+  tile_simd<BITS, TN, TR, BITS == 4 ? 8 : 0, dot_avx2<BITS>>(p, n, m);
+}
+
+template <int BITS, int TN, int TR>
+TARGET_VNNI __attribute__((flatten)) void tile_vnni(const Problem& p, int64_t n, int64_t m) {
+  tile_simd<BITS, TN, TR, BITS == 4 ? 8 : 128, dot_vnni<BITS>>(p, n, m);
 }
 #endif
 
@@ -287,8 +304,10 @@ struct Tiles { Tile fn[2][R_MAX]; };  // [NR output rows? (else 1)][input rows -
 // How far ahead of the tile being computed the weights are prefetched, in bytes. A plain sum
 // streams memory as fast as the machine can read it; this loop does more work per byte, and
 // without the explicit prefetch it read big matrices far slower than that (measured on a 2-core
-// Xeon): the hardware prefetcher alone did not run far enough ahead. 2-8 KB measured alike.
-constexpr int64_t PREFETCH_BYTES = 4096;
+// Xeon and a 2-core EPYC: 7.6 instead of 20.7 GB/s on the 262k x 640 projection): the hardware
+// prefetcher alone did not run far enough ahead. With two threads 16 KB measured best (4 KB:
+// 23 GB/s, 16 KB: 31, 32-64 KB: no better; benchmarks/RESULTS.md).
+constexpr int64_t PREFETCH_BYTES = 16384;
 
 // Output rows [n_begin, n_end), every input row. The rows of a tile are consecutive in memory,
 // so the bytes to prefetch are one contiguous range, a few rows ahead.
@@ -360,13 +379,13 @@ at::Tensor block_matmul(const at::Tensor& x, const at::Tensor& q, const at::Tens
                   scales.size(0) == N && scales.size(1) == nb,
               "minigemma_blocks: scales must be contiguous float16 (", N, ", ", nb, ")");
   at::Tensor y = at::empty({M, N}, x.options());
-  // The 4-bit SIMD tiles multiply the stored q + 8 and subtract 8 * sum(x) per block afterwards.
-  at::Tensor xsum = at::empty({bits == 4 ? M * nb : 0}, x.options().dtype(at::kInt));
-  for (int64_t i = 0; i < xsum.numel(); ++i) {
+  // The SIMD tiles that multiply w + OFFSET remove OFFSET * sum(x) per block (tile_simd).
+  at::Tensor xsum = at::empty({M, nb}, x.options());
+  for (int64_t i = 0; i < M * nb; ++i) {
     const int8_t* block = qx.data_ptr<int8_t>() + i * BLOCK;
-    xsum.data_ptr<int32_t>()[i] = std::accumulate(block, block + BLOCK, int32_t(0));
+    xsum.data_ptr<float>()[i] = static_cast<float>(std::accumulate(block, block + BLOCK, int32_t(0)));
   }
-  const Problem p{qx.data_ptr<int8_t>(), dx.data_ptr<float>(), bits == 4 ? xsum.data_ptr<int32_t>() : nullptr,
+  const Problem p{qx.data_ptr<int8_t>(), dx.data_ptr<float>(), xsum.data_ptr<float>(),
                   reinterpret_cast<const uint8_t*>(q.data_ptr()), scales.data_ptr<at::Half>(), y.data_ptr<float>(),
                   M, N, K, nb, row_bytes};
 
@@ -375,7 +394,9 @@ at::Tensor block_matmul(const at::Tensor& x, const at::Tensor& q, const at::Tens
   if (isa == AVX2) tiles = bits == 8 ? MG_TILES(tile_avx2, 8) : MG_TILES(tile_avx2, 4);
   if (isa == AVX512VNNI) tiles = bits == 8 ? MG_TILES(tile_vnni, 8) : MG_TILES(tile_vnni, 4);
 #endif
-  // Output rows are independent: split them over PyTorch's threads. The grain (at least ~64 KB
+  // Output rows are independent: split them over PyTorch's threads. at::parallel_for is OpenMP
+  // code inlined from PyTorch's headers: it runs in parallel only if this file is compiled with
+  // -fopenmp (native.py does so on Linux), and serially otherwise. The grain (at least ~64 KB
   // of weights per chunk) keeps a small matrix on one thread, where waking others costs more
   // than it saves.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / row_bytes);
