@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))  # speed.py's helpers
 
 import minigemma  # noqa: E402
-from minigemma.quantize import BlockLinear, TextScore, agreement, quantize, score_text, weight_bytes  # noqa: E402
+from minigemma.quantize import TextScore, agreement, quantize, score_text, weight_bytes  # noqa: E402
 
 
 def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
@@ -101,13 +101,9 @@ def main(argv=None) -> int:
         'quantize(model, 8, unembedding="int8-dynamic")')
 
     # minigemma's own block kernel (quantize/native.py): weights and activations in blocks of 32, as
-    # llama.cpp's Q8_0 / Q4_0 dot products. Every row goes through the kernel here, as in decoding
-    # (a long prompt would otherwise take the dequantize-then-F.linear path, without the rounding).
+    # llama.cpp's Q8_0 / Q4_0 dot products; every row, the prompt's too, goes through the kernel.
     for bits in (8, 4):
         blocked = quantize(copy.deepcopy(model), bits=bits, blocks=True)
-        for layer in blocked.modules():
-            if isinstance(layer, BlockLinear):
-                layer.MAX_ROWS = len(ids)
         variants[f"int{bits} blocks of 32, activations per block"] = (
             blocked, f"quantize(model, {bits}, blocks=True)")
 

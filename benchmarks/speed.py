@@ -48,7 +48,8 @@ import minigemma  # noqa: E402
 VARIANTS = {
     "fp32": ("minigemma", "fp32", None, "eager"),  # what a plain minigemma.load("gemma3-270m") gives
     "bf16": ("minigemma", "bf16", None, "eager"),
-    "int8": ("minigemma", "fp32", "int8", "eager"),
+    "int8": ("minigemma", "fp32", "int8", "eager"),  # int8-blocks where our kernel runs (apply_scheme)
+    "int8-rows": ("minigemma", "fp32", "int8-rows", "eager"),
     "int8-dynamic": ("minigemma", "fp32", "int8-dynamic", "eager"),
     "int4": ("minigemma", "fp32", "int4", "eager"),
     "int8-blocks": ("minigemma", "fp32", "int8-blocks", "eager"),  # our C++ block kernel (quantize/native.py)
@@ -63,7 +64,7 @@ VARIANTS = {
     # The embedded GGUF itself, run by llama.cpp (C++, hand-written SIMD kernels for its formats).
     "llamacpp": ("llama.cpp", "Q4_K_M GGUF", None, "llama-cpp-python"),
 }
-DEFAULT_CPU = ["fp32", "bf16", "int8", "int8-dynamic", "int4", "int8-blocks", "int4-blocks", "fp32-compiled", "int8-compiled",
+DEFAULT_CPU = ["fp32", "bf16", "int8", "int8-rows", "int8-dynamic", "int4", "int4-blocks", "fp32-compiled", "int8-compiled",
                "int8-dynamic-compiled", "int4-compiled", "hf-fp32", "hf-bf16", "llamacpp"]
 
 

@@ -39,9 +39,9 @@ QUANTIZE = tuple(s for s in SCHEMES if s is not None)  # what load(..., quantize
 
 def _add_speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=QUANTIZE, default=None, metavar="{" + ",".join(QUANTIZE) + "}",
-                   help="replace the weights by quantized ones (minigemma.quantize); int8-dynamic: int8, and the "
-                        "output projection through PyTorch's int8 x int8 kernel (fastest on a CPU; "
-                        "benchmarks/RESULTS.md)")
+                   help="replace the weights by quantized ones (minigemma.quantize); int8: on a CPU, minigemma's "
+                        "own kernel (int8-blocks: weights and activations in blocks of 32, the fastest here; "
+                        "benchmarks/RESULTS.md), elsewhere int8-rows (PyTorch's int8 kernel)")
     p.add_argument("--compile", action="store_true",
                    help="compile the decoding step with torch.compile first (a minute or two; faster afterwards)")
 

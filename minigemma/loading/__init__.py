@@ -85,12 +85,13 @@ def load(
       checkpoint (Hugging Face and .ckpt only); shapes are still checked against the file.
     keep_int8: for int8 "quant" .ckpt files, keep the linear layers' weights int8 on the device
       (Int8Linear, per-row scales); otherwise they are dequantized to `dtype`.
-    quantize: None (float weights), "int8", "int8-dynamic", "int4", "int8-blocks" or "int4-blocks"
-      (minigemma's own block kernel, llama.cpp's Q8_0 / Q4_0 arithmetic): the model's linear layers
+    quantize: None (float weights), "int8", "int8-rows", "int8-dynamic", "int4", "int8-blocks" or
+      "int4-blocks" (minigemma's own block kernel, llama.cpp's Q8_0 / Q4_0 arithmetic; "int8" is
+      "int8-blocks" on a CPU where that kernel runs, else "int8-rows"): the model's linear layers
       and its tied embedding are replaced in place by quantized modules (minigemma.quantize);
-      the model is the same class, and hooks and explorers work as before. "int8-dynamic" also
-      rounds the output projection's input to 8 bits (the fastest int8 on a CPU: +1.1% perplexity
-      on the 270M against +0.6%; benchmarks/RESULTS.md). group_size: inputs per int4 scale.
+      the model is the same class, and hooks and explorers work as before. "int8-dynamic" is
+      int8-rows with the output projection's input rounded to 8 bits per vector (fbgemm; +1.1%
+      perplexity on the 270M against +0.6%; benchmarks/RESULTS.md). group_size: inputs per int4 scale.
       With None, a float32 model on a CPU gets the oneDNN output projection (it uses every core).
     adapter: a LoRA adapter directory in peft's format (minigemma.save_adapter or peft's
       save_pretrained), attached unmerged (minigemma.model.lora); with quantize= it is merged into

@@ -20,7 +20,7 @@ log = logging.getLogger("minigemma")
 SAME = "same"  # default of layer_bits / embedding_bits: use `bits`
 UNEMBEDDINGS = {QuantizedUnembedding: "matmul", DynamicInt8Unembedding: "int8-dynamic"}
 # What `apply_scheme` (and so the loader) offers, each a call of `quantize` below.
-SCHEMES = (None, "int8", "int8-dynamic", "int4", "int8-blocks", "int4-blocks")
+SCHEMES = (None, "int8", "int8-rows", "int8-dynamic", "int4", "int8-blocks", "int4-blocks")
 
 
 @torch.no_grad()
@@ -141,9 +141,12 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
 
     None: float weights kept; a float32 model on a CPU gets its output projection through oneDNN
     (OneDNNUnembedding: 37 ms instead of 63.5 ms for the 270M's, benchmarks/RESULTS.md).
-    "int8": quantize(model, 8), +0.6% perplexity on the 270M, ~4x fewer weight bytes.
-    "int8-dynamic": int8, and the output projection by fbgemm's int8 x int8 kernel: the fastest
-    int8 on a CPU, at +1.1% perplexity (benchmarks/RESULTS.md).
+    "int8": on a CPU where minigemma's own kernel runs (native.kernel_isa()), "int8-blocks", the
+    fastest and most accurate int8 there (benchmarks/RESULTS.md); elsewhere (a GPU, no compiler) or
+    on a model that already holds per-row int8 layers, "int8-rows".
+    "int8-rows": quantize(model, 8), one scale per row through PyTorch's weight-only int8 kernel,
+    +0.6% perplexity on the 270M, ~4x fewer weight bytes.
+    "int8-dynamic": int8-rows, and the output projection by fbgemm's int8 x int8 kernel (+1.1%).
     "int4": quantize(model, 4, group_size), ~7x fewer bytes, +43% perplexity with groups of 64.
     "int8-blocks" / "int4-blocks": quantize(model, 8 or 4, blocks=True), weights and activations in
     blocks of 32 through minigemma's own kernel (llama.cpp's Q8_0 / Q4_0 arithmetic; blocks.py).
@@ -151,6 +154,9 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
     it may only be completed with the same number of bits.
     """
     check_scheme(scheme, group_size)
+    asked = scheme
+    if scheme == "int8":
+        scheme = "int8-blocks" if _blocks_run_here(model) else "int8-rows"
     if scheme is None:
         embed = model.embed
         if (isinstance(embed, nn.Embedding) and embed.weight.dtype == torch.float32
@@ -158,18 +164,24 @@ def apply_scheme(model: nn.Module, scheme: str | None, group_size: int = 64) -> 
             model.unembed = OneDNNUnembedding()
         return model
     bits = 4 if scheme.startswith("int4") else 8
-    blocks = scheme.endswith("-blocks")
+    blocks = scheme.endswith("-blocks")  # "int8-rows", "int8-dynamic", "int4": PyTorch's kernels
     want = (bits, group_size if bits == 4 and not blocks else None, blocks)
     held = {(m.bits, getattr(m, "group_size", None), isinstance(m, BlockLinear))
             for m in model.modules() if isinstance(m, QuantizedLinear)}
     if held - {want}:
         found = ", ".join(sorted(f"int{b}" + (f" in groups of {g}" if g else "") + (" blocks" if k else "")
                                  for b, g, k in held))
-        raise ArgumentError(f"this model is already quantized ({found}), so it cannot be made {scheme!r}: "
+        raise ArgumentError(f"this model is already quantized ({found}), so it cannot be made {asked!r}: "
                             "start from float weights (load the model again without quantization)")
     quantize(model, bits, group_size, unembedding="int8-dynamic" if scheme == "int8-dynamic" else "matmul",
              blocks=blocks)
     return fuse(model)
+
+
+def _blocks_run_here(model: nn.Module) -> bool:
+    """Can "int8" be "int8-blocks" for this model: on a CPU with the kernel, not yet quantized otherwise?"""
+    held = any(isinstance(m, QuantizedLinear) and not isinstance(m, BlockLinear) for m in model.modules())
+    return model.device.type == "cpu" and not held and kernel_isa() is not None
 
 
 @torch.no_grad()

@@ -171,13 +171,14 @@ class BlockLinear(QuantizedLinear):
     The kernel also rounds the activations to 8 bits per block of 32, so every product inside a
     block is an integer one: the arithmetic of llama.cpp's Q8_0 x Q8_0 dot product. Rounding per
     block of 32, not per vector as fbgemm does, keeps Gemma's few large activation channels from
-    coarsening all the others (notebook 13, section 6). Up to MAX_ROWS input rows (decoding, short
-    batches) go through the kernel; longer inputs (prompts), and every input where the kernel is
-    unavailable (kernel_isa() is None: no compiler, not a CPU), through dequantize-then-F.linear.
+    coarsening all the others (notebook 13, section 6). Every input goes through the kernel, a
+    prompt's too: at 512 rows it was as fast as dequantize-then-F.linear (float32 BLAS) on one
+    core, without the float copy of the weight (benchmarks/RESULTS.md), and prompt and decoding
+    then share one arithmetic. Where the kernel is unavailable (kernel_isa() is None: no
+    compiler, not a CPU), dequantize-then-F.linear.
     """
 
     kernel = "blocks"
-    MAX_ROWS = 16  # a first choice, not yet measured: above it, dequantize and let BLAS multiply (prompts)
 
     def __init__(self, in_features: int, out_features: int, bits: int = 8,
                  device: torch.device | str | None = None):
@@ -205,7 +206,7 @@ class BlockLinear(QuantizedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)  # (rows, in)
         isa = self.isa(x.device)
-        if isa is not None and x2d.shape[0] <= self.MAX_ROWS:
+        if isa is not None:
             y = block_matmul(x2d, self.weight, self.scale, self.bits, isa)  # float32 (rows, out)
         else:
             y = F.linear(x2d.to(fallback_dtype(x)), self.dequantized(fallback_dtype(x)))
