@@ -178,7 +178,12 @@ class Attention(nn.Module):
         if mask is None:
             mask = layer_mask(positions, cache.slots(self.layer) if cache is not None else None, self.window)
 
-        if self.hook_pattern.active:
+        # The textbook formula when someone hooks the pattern (it must exist to be seen), and in a
+        # compiled decoding step: for one query, inductor fuses its few small operations into
+        # one loop, where the fused CPU kernel below (built for long sequences) costs ~0.1 ms a
+        # layer in setup (benchmarks/RESULTS.md). Eager code keeps the fused kernel: the tests
+        # hold it to transformers' numbers at 1e-5, and the two formulas differ in the last bits.
+        if self.hook_pattern.active or (seq == 1 and torch.compiler.is_compiling()):
             z = self._explicit_attention(q, k, v, mask)
         else:
             # The fused kernel computes the same softmax(q k^T * scale) v without materialising
