@@ -179,9 +179,9 @@ class Attention(nn.Module):
             mask = layer_mask(positions, cache.slots(self.layer) if cache is not None else None, self.window)
 
         # The textbook formula when someone hooks the pattern (it must exist to be seen), and in a
-        # compiled decoding step: for one query, inductor fuses its few small operations into
-        # one loop, where the fused CPU kernel below (built for long sequences) costs ~0.1 ms a
-        # layer in setup (benchmarks/RESULTS.md). Eager code keeps the fused kernel: the tests
+        # compiled decoding step: for one query, inductor fuses its few small operations, where
+        # the fused CPU kernel below (built for long sequences) took ~0.1 ms a call in a profile
+        # (benchmarks/RESULTS.md, the block kernel's second version). Eager code keeps the fused kernel: the tests
         # hold it to transformers' numbers at 1e-5, and the two formulas differ in the last bits.
         if self.hook_pattern.active or (seq == 1 and torch.compiler.is_compiling()):
             z = self._explicit_attention(q, k, v, mask)
