@@ -644,11 +644,12 @@ CELLS = [
     #     sum(l != IGNORE for l in labels), len(ids) - 1)
     """),
     md(r"""
-    **Next:** there is no notebook 16 yet; this is the end of the series. The adapter you trained
-    stays in the cache: `minigemma chat` in a terminal now talks to the tuned 270M (`--adapter none`
-    for the base model), and `minigemma.load("gemma3-270m", adapter="chat")` loads it in Python.
-    The README lists what else minigemma does, and `docs/pitfalls.md` the details that make a
-    reimplementation of Gemma compute what was trained.
+    **Next:** `16_block_kernel`, the last notebook: back to speed, inside minigemma's own C++ kernel
+    for llama.cpp's block int8 format. The adapter you trained stays in the cache: `minigemma chat`
+    in a terminal now talks to the tuned 270M (`--adapter none` for the base model), and
+    `minigemma.load("gemma3-270m", adapter="chat")` loads it in Python. The README lists what else
+    minigemma does, and `docs/pitfalls.md` the details that make a reimplementation of Gemma compute
+    what was trained.
     """),
 ]
 
