@@ -51,10 +51,10 @@ def llama_cpp_score(ids: list[int]) -> tuple[TextScore, int] | None:
     return TextScore(perplexity=float(nll.exp()), predictions=logits.argmax(-1)), gguf_tensor_bytes()
 
 
-def int8_activations_per_vector(model: torch.nn.Module) -> torch.nn.Module | None:
+def int8_activations_per_tensor(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy whose linear layers are PyTorch's x86 int8 x int8 kernel (fbgemm): int8 weights per
-    row, and each activation vector rounded to 8 bits with one scale, on the fly. The embedding
-    stays float. None where this PyTorch has no such kernel (torch.ao quantization is deprecated)."""
+    row, and each input tensor rounded to 8 bits with one scale, on the fly (score_text's chunks
+    are 512 tokens: one scale for all of them). The embedding stays float. None where this PyTorch has no such kernel (torch.ao quantization is deprecated)."""
     import warnings
 
     try:
@@ -107,9 +107,9 @@ def main(argv=None) -> int:
         variants[f"int{bits} blocks of 32, activations per block"] = (
             blocked, f"quantize(model, {bits}, blocks=True)")
 
-    dynamic = int8_activations_per_vector(model)
+    dynamic = int8_activations_per_tensor(model)
     if dynamic is not None:
-        variants["int8 layers, int8 activations per vector"] = (
+        variants["int8 layers, int8 activations per tensor (fbgemm; one scale per 512-token chunk)"] = (
             dynamic, "torch.ao.quantization.quantize_dynamic(model, per-channel qint8)")
 
     rows = []

@@ -90,7 +90,7 @@ def load(
       "int8-blocks" on a CPU where that kernel runs, else "int8-rows"): the model's linear layers
       and its tied embedding are replaced in place by quantized modules (minigemma.quantize);
       the model is the same class, and hooks and explorers work as before. "int8-dynamic" is
-      int8-rows with the output projection's input rounded to 8 bits per vector (fbgemm; +1.1%
+      int8-rows with the output projection's input rounded to 8 bits, one scale per tensor (fbgemm; +1.4%
       perplexity on the 270M against +0.6%; benchmarks/RESULTS.md). group_size: inputs per int4 scale.
       With None, a float32 model on a CPU gets the oneDNN output projection (it uses every core).
     adapter: a LoRA adapter directory in peft's format (minigemma.save_adapter or peft's

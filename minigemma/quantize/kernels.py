@@ -103,7 +103,8 @@ def fbgemm_pack(q: torch.Tensor, scale: torch.Tensor):
 # output projection, once per step) runs eagerly, after the compiled layers.
 @torch.compiler.disable
 def dynamic_int8_matmul(x: torch.Tensor, packed) -> torch.Tensor:
-    """x (..., in) float32, rounded to 8 bits with one scale per vector, times fbgemm's packed int8 rows.
+    """x (..., in) float32, rounded to 8 bits with one scale for the whole tensor (one vector when
+    decoding one token), times fbgemm's packed int8 rows.
 
     Each dot product is then int8 x int8 summed in int32: AVX2 does 32 of those multiply-adds per
     instruction, where the weight-only kernel first unpacks every weight into a float: 11.9 ms

@@ -170,7 +170,7 @@ class BlockLinear(QuantizedLinear):
 
     The kernel also rounds the activations to 8 bits per block of 32, so every product inside a
     block is an integer one: the arithmetic of llama.cpp's Q8_0 x Q8_0 dot product. Rounding per
-    block of 32, not per vector as fbgemm does, keeps Gemma's few large activation channels from
+    block of 32, not per input tensor as fbgemm does, keeps Gemma's few large activation channels from
     coarsening all the others (notebook 13, section 6). Every input goes through the kernel, a
     prompt's too: at 512 rows it was as fast as dequantize-then-F.linear (float32 BLAS) on one
     core, without the float copy of the weight (benchmarks/RESULTS.md), and prompt and decoding
@@ -258,12 +258,14 @@ class QuantizedUnembedding(nn.Module):
 class DynamicInt8Unembedding(QuantizedUnembedding):
     """The output projection by fbgemm's int8 x int8 kernel (kernels.dynamic_int8_matmul), CPU only.
 
-    The input vector is rounded to 8 bits with one scale per vector: int8 decoding gets ~1.3x
-    faster on a 2-core AVX2 CPU (benchmarks/RESULTS.md). In the decoder layers the rounding error
-    of every matmul flows on through the residual stream (and Gemma's outlier channels make one
-    scale per vector coarse): perplexity +56% with it in every layer (notebook 13, section 6). At
-    the output projection it touches only the logits: +1.1% perplexity instead of plain int8's
-    +0.6%, which is why only the unembedding offers it. fbgemm's packed copy of the int8 rows
+    The input is rounded to 8 bits with one scale for the whole tensor (one token's vector when
+    decoding): int8 decoding got ~1.3x faster on a 2-core AVX2 CPU (benchmarks/RESULTS.md). In the
+    decoder layers the rounding error of every matmul flows on through the residual stream, and
+    Gemma's outlier channels make a shared scale coarse: with it in every layer, scoring a text
+    512 tokens at a time (one scale per chunk), perplexity +56% (notebook 13, section 6; notebook
+    16 measures per tensor, per vector and per block apart). At the output projection it touches
+    only the logits: +1.4% perplexity instead of per-row int8's +0.6%, which is why only the
+    unembedding offers it. fbgemm's packed copy of the int8 rows
     costs another 168 MB for the 270M. Without the kernel (or off the CPU): QuantizedUnembedding.
     """
 

@@ -31,7 +31,8 @@ CELLS = [
       tensor, quantized modules swapped in place, `minigemma.compile`; and how close it gets to the
       bandwidth limit;
     - why llama.cpp is faster still on a CPU (8-bit activations in blocks of 32), why rounding
-      Gemma's activations with one scale per vector wrecks the layers, and where it is harmless.
+      Gemma's activations with one scale for many values (a vector, or a whole prompt) hurts the
+      layers, and where it is harmless.
 
     **Builds on** `04_attention` (the KV cache), `06_the_model` (the model these functions rewrite)
     and `08_real_weights` (memory arithmetic, int8 with one scale per row).
@@ -437,11 +438,13 @@ CELLS = [
     Per matmul, one scale per vector costs about three times the error of one scale per block of
     32, at both places. What differs is what happens to the error next. Inside the layers, each of
     the 72 matmuls adds its error to the residual stream, and every later layer works on the damaged
-    state: PyTorch's per-vector int8-activation kernel on all the layers was measured at perplexity
-    +56% on the text above (`benchmarks/quality.py`), while llama.cpp's per-block scheme stays within
-    1% of float32. PyTorch has no per-block int8 dot product for x86 CPUs, so minigemma's int8 layers
-    keep their activations in bf16 and pay in arithmetic: the price of staying in plain PyTorch, and
-    the gap a hand-written SIMD kernel closes.
+    state. PyTorch's int8-activation kernel (fbgemm) takes one scale for its *whole input*: on all
+    the layers, with the text above going through 512 tokens at a time, that is one scale per chunk
+    of 512 tokens, and it measured perplexity +56% (`benchmarks/quality.py`); one scale per vector
+    costs far less, and per block of 32 least (notebook 16 measures the three apart). llama.cpp's
+    per-block scheme stays within 1% of float32. PyTorch has no per-block int8 dot product for x86
+    CPUs, so `quantize(model, 8)` keeps the activations in bf16 and pays in arithmetic: the gap that
+    minigemma's own SIMD kernel closes (`quantize="int8"` on a CPU; notebook 16 reads it).
 
     The output projection is the last step: its error touches the logits once and goes nowhere else,
     and its matrix is 63% of the model's bytes. So `load(..., quantize="int8-dynamic")` (or
