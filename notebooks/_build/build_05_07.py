@@ -472,7 +472,9 @@ NB06 = [
     """),
     code(r"""
     logits, writes = forward_by_hand(model, ids)
-    torch.testing.assert_close(logits, model(ids))
+    # On a CPU the model's float32 output projection runs through oneDNN, and `@` through MKL: the
+    # same sums in another order, so the 262k logits agree to float rounding, not to the last bit.
+    torch.testing.assert_close(logits, model(ids), rtol=1e-5, atol=1e-4)
     top = logits[0, -1].topk(3)
     print("forward_by_hand == model(ids); next token:", [tok.decode([i]) for i in top.indices.tolist()])
     assert tok.decode([top.indices[0].item()]) == " Paris"
