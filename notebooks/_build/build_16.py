@@ -822,8 +822,10 @@ CELLS = [
     md(r"""
     A matmul's speed is not the whole token: the 72 layer matmuls are small (a few hundred KB each),
     where the cost of calling a kernel weighs as much as its reading, and attention, norms and
-    Python run between them. `benchmarks/speed.py --variants fp32,int8-dynamic,int8-blocks` measures
-    this table with more tokens and repeats, each variant in a fresh process.
+    Python run between them. This table runs the model eagerly; `minigemma.compile(model)` records one
+    decoding step and removes most of that Python (a minute of compiling first).
+    `benchmarks/speed.py --variants llamacpp,int8,int8-compiled,int8-dynamic` measures both, with more
+    tokens and repeats, each variant in a fresh process, and `benchmarks/RESULTS.md` keeps the results.
 
     ## Summary
 
